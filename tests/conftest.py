@@ -1,0 +1,26 @@
+"""Test configuration: float64 available, Hypothesis profiles, strict shape checks.
+
+Profiles (choose with ``VFE_HYPOTHESIS_PROFILE``):
+
+* ``ci`` (default): derandomised, no example database, no deadline — the same examples on
+  every run, so the suite is reproducible and never flaky.
+* ``thorough``: ten times the examples, randomised, for hunting counterexamples locally.
+* ``dev``: few examples, for a quick edit-test loop.
+
+Library functions are tested in float32 explicitly (``dtype`` parameters) and in float64;
+x64 is enabled here so that float64 arrays are really float64.
+"""
+
+import os
+
+import jax
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_enable_x64", True)
+
+_COMMON = dict(deadline=None, database=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=40, derandomize=True, **_COMMON)
+settings.register_profile("thorough", max_examples=400, derandomize=False, **_COMMON)
+settings.register_profile("dev", max_examples=10, derandomize=True, **_COMMON)
+settings.load_profile(os.environ.get("VFE_HYPOTHESIS_PROFILE", "ci"))

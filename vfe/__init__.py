@@ -1,0 +1,72 @@
+"""vfe: variational free energy, statistical mechanics and language models as checked JAX code.
+
+Every public function is pure, differentiable, batched over leading axes and jitted (the
+``axis`` argument is static). Argument shapes, dtypes and Python-number temperatures are
+checked before any work; array values are checked only on request, by :mod:`vfe.validate`.
+
+Modules: :mod:`vfe.information` (entropy, cross-entropy, KL), :mod:`vfe.thermodynamics`
+(tempered softmax, Boltzmann, partition function, free energies), :mod:`vfe.variational`
+(variational free energy, ELBO, evidence, posterior, point mass, MAP/MLE),
+:mod:`vfe.derivation` (the executable-proof checker), :mod:`vfe.testing` (Hypothesis
+strategies), :mod:`vfe.validate` (eager value checks).
+"""
+
+from vfe import validate as validate
+from vfe.information import bits_to_nats as bits_to_nats
+from vfe.information import cross_entropy as cross_entropy
+from vfe.information import cross_entropy_from_logits as cross_entropy_from_logits
+from vfe.information import cross_entropy_with_integer_labels as cross_entropy_with_integer_labels
+from vfe.information import entropy as entropy
+from vfe.information import entropy_from_logits as entropy_from_logits
+from vfe.information import kl_divergence as kl_divergence
+from vfe.information import kl_divergence_from_logits as kl_divergence_from_logits
+from vfe.information import nats_to_bits as nats_to_bits
+from vfe.information import perplexity as perplexity
+from vfe.thermodynamics import boltzmann as boltzmann
+from vfe.thermodynamics import gibbs_free_energy as gibbs_free_energy
+from vfe.thermodynamics import helmholtz_free_energy as helmholtz_free_energy
+from vfe.thermodynamics import log_partition as log_partition
+from vfe.thermodynamics import tempered_log_softmax as tempered_log_softmax
+from vfe.thermodynamics import tempered_softmax as tempered_softmax
+from vfe.variational import elbo as elbo
+from vfe.variational import free_energy as free_energy
+from vfe.variational import gaussian_entropy as gaussian_entropy
+from vfe.variational import gaussian_free_energy as gaussian_free_energy
+from vfe.variational import log_evidence as log_evidence
+from vfe.variational import log_posterior as log_posterior
+from vfe.variational import map_estimate as map_estimate
+from vfe.variational import mle_estimate as mle_estimate
+from vfe.variational import point_mass_free_energy as point_mass_free_energy
+from vfe.variational import posterior as posterior
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "bits_to_nats",
+    "boltzmann",
+    "cross_entropy",
+    "cross_entropy_from_logits",
+    "cross_entropy_with_integer_labels",
+    "elbo",
+    "entropy",
+    "entropy_from_logits",
+    "free_energy",
+    "gaussian_entropy",
+    "gaussian_free_energy",
+    "gibbs_free_energy",
+    "helmholtz_free_energy",
+    "kl_divergence",
+    "kl_divergence_from_logits",
+    "log_evidence",
+    "log_partition",
+    "log_posterior",
+    "map_estimate",
+    "mle_estimate",
+    "nats_to_bits",
+    "perplexity",
+    "point_mass_free_energy",
+    "posterior",
+    "tempered_log_softmax",
+    "tempered_softmax",
+    "validate",
+]

@@ -1,0 +1,103 @@
+"""Argument checks that run before any computation, on shapes, dtypes and Python numbers.
+
+These only look at static information (shape, dtype, the value of a Python scalar), so they
+work on tracers too: inside a user's ``jit`` they still catch a shape mismatch. Checks on
+array *values* (negative probabilities, NaN, rows not summing to one) cannot run under
+``jit``; they live in :mod:`vfe.validate`.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def floating(func: str, name: str, x) -> jax.Array:
+    """``x`` as a JAX array of a floating dtype; ``TypeError`` naming ``name`` otherwise."""
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{func}: argument `{name}` must be a floating-point array, got a bool")
+    if isinstance(x, numbers.Number) and not isinstance(x, numbers.Real):
+        raise TypeError(f"{func}: argument `{name}` must be real, got {type(x).__name__}")
+    dtype = jnp.result_type(x) if not hasattr(x, "dtype") else x.dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{func}: argument `{name}` must have a floating dtype (float16, bfloat16, float32, "
+            f"float64), got {dtype}; cast it first, e.g. x.astype(jnp.float32)"
+        )
+    return jnp.asarray(x)
+
+
+def integer(func: str, name: str, x) -> jax.Array:
+    """``x`` as a JAX array of an integer dtype; ``TypeError`` naming ``name`` otherwise."""
+    dtype = jnp.result_type(x) if not hasattr(x, "dtype") else x.dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{func}: argument `{name}` must have an integer dtype, got {dtype}")
+    return jnp.asarray(x)
+
+
+def axis(func: str, value, ndim: int) -> int:
+    """A normalised (non-negative) axis; ``ValueError``/``TypeError`` for a bad one."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{func}: argument `axis` must be an int, got {value!r}")
+    if ndim == 0:
+        raise ValueError(f"{func}: the input is a scalar; it needs at least one axis to reduce over")
+    if not -ndim <= value < ndim:
+        raise ValueError(f"{func}: argument `axis`={value} is out of range for an array of {ndim} dimensions")
+    return int(value) % ndim
+
+
+def same_shape(func: str, names: tuple[str, str], a: jax.Array, b: jax.Array) -> None:
+    """``ValueError`` naming both arguments if their shapes differ."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{func}: arguments `{names[0]}` and `{names[1]}` must have the same shape, "
+            f"got {a.shape} and {b.shape}"
+        )
+
+
+def positive_scale(func: str, name: str, value, batch_shape: tuple[int, ...], *, allow_zero: bool = False,
+                   allow_inf: bool = False) -> jax.Array:
+    """A temperature or inverse temperature as a floating array broadcastable to ``batch_shape``.
+
+    A Python/NumPy number is checked here: it must be ``> 0`` (or ``≥ 0`` with
+    ``allow_zero``) and finite (unless ``allow_inf``). Array values are not inspected
+    (use :mod:`vfe.validate`).
+    """
+    if isinstance(value, (numbers.Real, np.ndarray, np.generic)) and not isinstance(value, (bool, np.bool_)):
+        arr = np.asarray(value)
+        if not np.issubdtype(arr.dtype, np.number):
+            raise TypeError(f"{func}: argument `{name}` must be a number or a floating array, got {arr.dtype}")
+        if np.any(np.isnan(arr)):
+            raise ValueError(f"{func}: argument `{name}` is NaN")
+        bad = arr < 0 if allow_zero else arr <= 0
+        if np.any(bad):
+            bound = "≥ 0" if allow_zero else "> 0"
+            raise ValueError(f"{func}: argument `{name}` must be {bound}, got {value!r}")
+        if not allow_inf and np.any(np.isinf(arr)):
+            raise ValueError(f"{func}: argument `{name}` must be finite, got {value!r}")
+    elif isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: argument `{name}` must be a number, got a bool")
+    arr = jnp.asarray(value)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.promote_types(arr.dtype, jnp.float32)) if jnp.issubdtype(arr.dtype, jnp.integer) \
+            else floating(func, name, arr)
+    try:
+        np.broadcast_shapes(arr.shape, batch_shape)
+    except ValueError:
+        raise ValueError(
+            f"{func}: argument `{name}` of shape {arr.shape} does not broadcast against the batch shape "
+            f"{batch_shape} (the input's shape without the reduced axis)"
+        ) from None
+    if len(arr.shape) > len(batch_shape):
+        raise ValueError(
+            f"{func}: argument `{name}` of shape {arr.shape} has more dimensions than the batch shape {batch_shape}"
+        )
+    return arr
+
+
+def batch_shape(shape: tuple[int, ...], ax: int) -> tuple[int, ...]:
+    """``shape`` without axis ``ax``."""
+    return shape[:ax] + shape[ax + 1:]

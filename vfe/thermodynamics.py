@@ -1,0 +1,295 @@
+r"""Tempered softmax, the Boltzmann distribution, partition functions and free energies.
+
+A language model's sampling distribution at temperature ``T`` is the Boltzmann distribution
+of the energies ``E = -z`` (``z`` the logits) at inverse temperature ``β = 1/T`` (claim C1):
+
+.. math::
+    \mathrm{softmax}(z/T)_i = \frac{e^{z_i/T}}{\sum_j e^{z_j/T}} = \frac{e^{-\beta E_i}}{Z(\beta)},
+    \qquad Z(\beta) = \sum_j e^{-\beta E_j}.
+
+Every function reduces over (or normalises along) one axis and is batched over the others.
+Temperatures / inverse temperatures are scalars or arrays broadcastable to the batch shape
+(the input's shape without ``axis``).
+
+Edge cases, handled exactly (values and forward/reverse derivatives, float32 and float64):
+
+* ``T → 0`` (down to 1e-30 and below): one-hot on the argmax, with **ties sharing the mass
+  equally**; the free energy tends to ``min E``. No overflow: the maximum logit is subtracted
+  before dividing by ``T``.
+* ``T → ∞`` (up to 1e30) or ``β = 0``: uniform over the unmasked entries.
+* ``-inf`` logits (``+inf`` energies) are forbidden states: probability exactly 0 and zero
+  derivative, at every temperature including ``β = 0``.
+* logits/energies of magnitude 1e4 and beyond (any finite value of the dtype).
+* bfloat16/float16 inputs are computed in float32; distributions are returned in the input's
+  dtype, scalars (log Z, free energies) in ``promote_types(dtype, float32)``.
+
+A row whose entries are all masked, ``+inf`` logits, ``T ≤ 0``, ``β < 0`` or NaN are outside
+the domain: Python-number temperatures are rejected with a ``ValueError`` before any work;
+array values are not inspected under ``jit`` (they give NaN) — see :mod:`vfe.validate`.
+
+References:
+  E. T. Jaynes, "Information theory and statistical mechanics", Phys. Rev. 106 (1957);
+  G. Hinton, O. Vinyals, J. Dean, "Distilling the knowledge in a neural network" (2015), §2.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from vfe import _checks
+from vfe._numerics import compute_dtype, finite_or_max, mul_no_nan, upcast, xlogy
+
+__all__ = [
+    "tempered_softmax",
+    "tempered_log_softmax",
+    "boltzmann",
+    "log_partition",
+    "helmholtz_free_energy",
+    "gibbs_free_energy",
+]
+
+TEMPERATURE = "temperature"
+BETA = "beta"
+
+
+# ----------------------------------------------------------------------------- the kernel
+# All kernels work on the last axis; ``scale`` has shape (*batch, 1) and is a temperature T
+# (s = (z - max z) / T) or an inverse temperature beta (s = beta (z - max z)).
+
+
+def _pieces(z, scale, kind):
+    masked = jnp.isneginf(z)
+    top = jnp.max(z, axis=-1, keepdims=True)
+    centred = jnp.where(masked, 0.0, z - top)
+    s = centred / scale if kind == TEMPERATURE else centred * scale
+    s = jnp.where(masked, -jnp.inf, s)
+    lse_s = jnp.log(jnp.sum(jnp.exp(s), axis=-1, keepdims=True))
+    log_p = s - lse_s
+    return masked, top, centred, s, lse_s, log_p, jnp.exp(log_p)
+
+
+def _expect(p, x):
+    """``Σ_i p_i x_i`` along the last axis, with ``p_i = 0`` terms exactly 0."""
+    return jnp.sum(jnp.where(p == 0, 0.0, p * jnp.where(p == 0, 0.0, x)), axis=-1, keepdims=True)
+
+
+def _s_dot(z_dot, scale_dot, masked, centred, s, scale, kind):
+    """Tangent of ``s``; the shift ``max z`` is left out (every normalised quantity ignores it)."""
+    if kind == TEMPERATURE:
+        # ds/dT = -s/T; it overflows only where p underflows to 0, so clamp it to stay finite
+        ds = z_dot / scale - finite_or_max(jnp.where(masked, 0.0, s) / scale) * scale_dot
+    else:
+        ds = z_dot * scale + centred * scale_dot
+    return jnp.where(masked, 0.0, ds)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _log_probs(z, scale, kind):
+    return _pieces(z, scale, kind)[5]
+
+
+@_log_probs.defjvp
+def _log_probs_jvp(kind, primals, tangents):
+    (z, scale), (z_dot, scale_dot) = primals, tangents
+    masked, _, centred, s, _, log_p, p = _pieces(z, scale, kind)
+    ds = _s_dot(z_dot, scale_dot, masked, centred, s, scale, kind)
+    return log_p, jnp.where(masked, 0.0, ds - _expect(p, ds))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _probs(z, scale, kind):
+    return _pieces(z, scale, kind)[6]
+
+
+@_probs.defjvp
+def _probs_jvp(kind, primals, tangents):
+    (z, scale), (z_dot, scale_dot) = primals, tangents
+    masked, _, centred, s, _, _, p = _pieces(z, scale, kind)
+    ds = _s_dot(z_dot, scale_dot, masked, centred, s, scale, kind)
+    return p, jnp.where(p == 0, 0.0, p * jnp.where(p == 0, 0.0, ds - _expect(p, ds)))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _scaled_lse(z, scale, kind):
+    """``T·lse(z/T) = max z + T·lse(s)`` (temperature) or ``lse(βz) = β max z + lse(s)`` (beta)."""
+    _, top, _, _, lse_s, _, _ = _pieces(z, scale, kind)
+    out = top + scale * lse_s if kind == TEMPERATURE else scale * top + lse_s
+    return out[..., 0]
+
+
+@_scaled_lse.defjvp
+def _scaled_lse_jvp(kind, primals, tangents):
+    (z, scale), (z_dot, scale_dot) = primals, tangents
+    masked, top, centred, s, lse_s, _, p = _pieces(z, scale, kind)
+    mean_z_dot = _expect(p, jnp.where(masked, 0.0, z_dot))
+    if kind == TEMPERATURE:
+        # d/dT [T lse(z/T)] = lse(s) - E_p[s] = H(p)
+        out = top + scale * lse_s
+        dot = mean_z_dot + scale_dot * (lse_s - _expect(p, s))
+    else:
+        # d/dbeta lse(beta z) = E_p[z] = max z + E_p[z - max z]
+        out = scale * top + lse_s
+        dot = scale * mean_z_dot + scale_dot * (top + _expect(p, centred))
+    return out[..., 0], dot[..., 0]
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+def _prepare(func, name, x, scale_name, scale, axis, *, allow_zero=False):
+    x = _checks.floating(func, name, x)
+    axis = _checks.axis(func, axis, x.ndim)
+    scale = _checks.positive_scale(func, scale_name, scale, _checks.batch_shape(x.shape, axis),
+                                   allow_zero=allow_zero)
+    return x, scale, axis
+
+
+def _last(x, scale, axis, negate=False):
+    z = jnp.moveaxis(upcast(x), axis, -1)
+    z = -z if negate else z
+    return z, jnp.asarray(scale, z.dtype)[..., None]
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "kind", "negate", "log"))
+def _distribution(x, scale, axis, kind, negate, log):
+    z, scale = _last(x, scale, axis, negate)
+    out = (_log_probs if log else _probs)(z, scale, kind)
+    return jnp.moveaxis(out, -1, axis).astype(x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "kind"))
+def _scaled_lse_jit(x, scale, axis, kind):
+    z, scale = _last(x, scale, axis, negate=True)
+    return _scaled_lse(z, scale, kind)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def tempered_softmax(logits: Float[Array, "*batch n"], temperature, *, axis: int = -1
+                     ) -> Float[Array, "*batch n"]:
+    r"""Softmax at temperature ``T``: the sampling distribution of a language model.
+
+    .. math:: \mathrm{softmax}(z/T)_i = \frac{e^{(z_i - \max z)/T}}{\sum_j e^{(z_j - \max z)/T}}
+
+    Limits (exact, see module notes): ``T → 0`` uniform over the argmax set, ``T → ∞``
+    uniform over unmasked entries. Claims C1–C3.
+
+    Args:
+      logits: shape ``(*batch, n)``, ``-inf`` for masked entries.
+      temperature: ``T > 0``, scalar or broadcastable to ``(*batch,)``.
+      axis: the axis holding the distribution.
+
+    Returns:
+      probabilities, same shape and dtype as ``logits``.
+    """
+    x, t, axis = _prepare("tempered_softmax", "logits", logits, "temperature", temperature, axis)
+    return _distribution(x, t, axis=axis, kind=TEMPERATURE, negate=False, log=False)
+
+
+def tempered_log_softmax(logits: Float[Array, "*batch n"], temperature, *, axis: int = -1
+                         ) -> Float[Array, "*batch n"]:
+    r"""Log-probabilities of :func:`tempered_softmax`: :math:`(z - \max z)/T - \operatorname{lse}((z - \max z)/T)`.
+
+    Masked entries are ``-inf`` with zero derivative. The derivative of an entry whose
+    probability underflows to 0 can overflow to ``±inf`` as ``T → 0``: that is its value.
+    """
+    x, t, axis = _prepare("tempered_log_softmax", "logits", logits, "temperature", temperature, axis)
+    return _distribution(x, t, axis=axis, kind=TEMPERATURE, negate=False, log=True)
+
+
+def boltzmann(energies: Float[Array, "*batch n"], beta, *, axis: int = -1) -> Float[Array, "*batch n"]:
+    r"""The Boltzmann (Gibbs) distribution of ``energies`` at inverse temperature ``β ≥ 0``.
+
+    .. math:: p_i = \frac{e^{-\beta E_i}}{Z(\beta)}, \qquad Z(\beta) = \sum_j e^{-\beta E_j}
+
+    ``+inf`` energies are forbidden states (probability 0, also at ``β = 0``). ``β = 0`` gives
+    the uniform distribution over allowed states. Claims C1, B6.
+
+    Args:
+      energies: shape ``(*batch, n)``.
+      beta: ``β ≥ 0``, scalar or broadcastable to ``(*batch,)``.
+      axis: the axis holding the states.
+
+    Returns:
+      probabilities, same shape and dtype as ``energies``.
+    """
+    x, b, axis = _prepare("boltzmann", "energies", energies, "beta", beta, axis, allow_zero=True)
+    return _distribution(x, b, axis=axis, kind=BETA, negate=True, log=False)
+
+
+def log_partition(energies: Float[Array, "*batch n"], beta, *, axis: int = -1) -> Float[Array, "*batch"]:
+    r"""Log of the partition function :math:`\log Z(\beta) = \log\sum_i e^{-\beta E_i}`.
+
+    Computed as :math:`-\beta \min E + \log\sum_i e^{-\beta(E_i - \min E)}`. Derivatives:
+    :math:`\partial_\beta \log Z = -\langle E\rangle`, :math:`\partial_{E_i}\log Z = -\beta p_i`
+    (claim C6). With ``β = 1`` and ``E = -\log p(x, θ)`` this is the log-evidence (claim B6).
+
+    Args:
+      energies: shape ``(*batch, n)``; ``+inf`` for forbidden states.
+      beta: ``β ≥ 0``, scalar or broadcastable to ``(*batch,)``.
+      axis: the axis holding the states.
+
+    Returns:
+      ``log Z`` of shape ``(*batch,)``.
+    """
+    x, b, axis = _prepare("log_partition", "energies", energies, "beta", beta, axis, allow_zero=True)
+    return _scaled_lse_jit(x, b, axis=axis, kind=BETA)
+
+
+def helmholtz_free_energy(energies: Float[Array, "*batch n"], temperature, *, axis: int = -1
+                          ) -> Float[Array, "*batch"]:
+    r"""Helmholtz free energy :math:`F = -T\log Z = \langle E\rangle - T S` at temperature ``T``.
+
+    Computed as :math:`\min E - T\log\sum_i e^{-(E_i-\min E)/T}`, so it tends to ``min E``
+    exactly as ``T → 0`` (no ``0·∞``) for energies of any magnitude. Derivatives:
+    :math:`\partial F/\partial T = -S` (the Boltzmann entropy), :math:`\partial F/\partial E_i = p_i`
+    (claims C5, C6).
+
+    Args:
+      energies: shape ``(*batch, n)``; ``+inf`` for forbidden states.
+      temperature: ``T > 0``, scalar or broadcastable to ``(*batch,)``.
+      axis: the axis holding the states.
+
+    Returns:
+      ``F`` of shape ``(*batch,)``.
+    """
+    x, t, axis = _prepare("helmholtz_free_energy", "energies", energies, "temperature", temperature, axis)
+    return -_scaled_lse_jit(x, t, axis=axis, kind=TEMPERATURE)
+
+
+def gibbs_free_energy(probs: Float[Array, "*batch n"], energies: Float[Array, "*batch n"], temperature, *,
+                      axis: int = -1) -> Float[Array, "*batch"]:
+    r"""Gibbs (variational) free energy of a distribution ``q`` over states.
+
+    .. math:: G_T(q) = \mathbb{E}_q[E] - T\,H(q) = \sum_i q_i E_i + T \sum_i q_i\log q_i
+
+    Its minimum over ``q`` is :func:`helmholtz_free_energy`, attained at the Boltzmann
+    distribution (claim C5). States with ``q_i = 0`` contribute 0 even if ``E_i = +inf``.
+
+    Args:
+      probs: ``q``, shape ``(*batch, n)``.
+      energies: same shape.
+      temperature: ``T > 0``, scalar or broadcastable to ``(*batch,)``.
+      axis: the axis holding the states.
+
+    Returns:
+      ``G_T(q)`` of shape ``(*batch,)``.
+    """
+    func = "gibbs_free_energy"
+    q = _checks.floating(func, "probs", probs)
+    energies = _checks.floating(func, "energies", energies)
+    _checks.same_shape(func, ("probs", "energies"), q, energies)
+    x, t, axis = _prepare(func, "energies", energies, "temperature", temperature, axis)
+    return _gibbs(q, x, t, axis=axis)
+
+
+@functools.partial(jax.jit, static_argnames=("axis",))
+def _gibbs(q, energies, temperature, axis):
+    q, e = upcast(q), upcast(energies)
+    t = jnp.asarray(temperature, compute_dtype(q.dtype))
+    return jnp.sum(mul_no_nan(q, e), axis=axis) + t * jnp.sum(xlogy(q, q), axis=axis)
