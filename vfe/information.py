@@ -159,9 +159,14 @@ def kl_divergence(p: Float[Array, "*batch n"], q: Float[Array, "*batch n"], *, a
 
 @jax.custom_jvp
 def _kl_terms(p, q):
+    # d = log(p/q): through log1p of the (exactly computed) relative gap when q is within a
+    # factor 1.5 of p, where log p - log q would cancel; as a difference of logs elsewhere,
+    # where (q - p)/p would lose the digits of q/p (q << p).
     safe_p = jnp.where(p == 0, jnp.ones_like(p), p)
-    d = jnp.where(q == 0, jnp.inf, -jnp.log1p((q - p) / safe_p))
-    return kl_term(p, q, d)
+    safe_q = jnp.where(q == 0, jnp.ones_like(q), q)
+    close = jnp.abs(q - p) <= 0.5 * p
+    d = jnp.where(close, -jnp.log1p((q - p) / safe_p), jnp.log(safe_p) - jnp.log(safe_q))
+    return kl_term(p, q, jnp.where(q == 0, jnp.inf, d))
 
 
 @_kl_terms.defjvp
