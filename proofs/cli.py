@@ -1,0 +1,215 @@
+"""``python -m proofs``: check derivations and print a table (or write Markdown).
+
+Examples:
+    python -m proofs                      # every registered derivation
+    python -m proofs -k A1 -k C -n 500    # select by id or title substring
+    python -m proofs --file my_proofs.py  # a user's own derivations
+    python -m proofs --markdown PROOFS.md
+
+Exit status: 0 when nothing FAILED, 1 when a derivation FAILED, 2 for a bad
+option or value (a one-line message on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from vfe.derivation import Derivation, Report, collect
+
+PROG = "python -m proofs"
+
+
+class UsageError(Exception):
+    """A bad option or value; reported on one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises :class:`UsageError` instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Raises UsageError(message)."""
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = _Parser(prog=PROG, description="Check the executable derivations and report each result.")
+    parser.add_argument("-k", "--select", action="append", default=[], metavar="PATTERN",
+                        help="claim id or substring of the id or title (case-insensitive); repeatable")
+    parser.add_argument("-n", "--examples", type=_positive_int, default=100, metavar="N",
+                        help="Hypothesis examples per derivation (default: 100)")
+    parser.add_argument("--markdown", type=Path, metavar="PATH", help="write the catalogue as Markdown to PATH")
+    source = parser.add_argument_group("derivations from elsewhere (instead of the project's)")
+    source.add_argument("--module", action="append", default=[], metavar="DOTTED.NAME",
+                        help="check every module-level Derivation of this module; repeatable")
+    source.add_argument("--file", action="append", default=[], type=Path, metavar="PATH.py",
+                        help="check every module-level Derivation of this Python file; repeatable")
+    parser.add_argument("--list", action="store_true", help="list the selected ids and titles, check nothing")
+    return parser
+
+
+def load_module(name: str) -> list[Derivation]:
+    """Derivations of an importable module.
+
+    Raises:
+        UsageError: when it cannot be imported or holds no derivation.
+    """
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name or name.startswith(f"{exc.name}."):
+            raise UsageError(f"--module: no module named {name!r}") from None
+        raise UsageError(f"--module {name}: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise UsageError(f"--module {name}: {type(exc).__name__}: {_first_line(exc)}") from None
+    return _nonempty(collect(module), name)
+
+
+def load_file(path: Path) -> list[Derivation]:
+    """Derivations of a Python file, imported as a fresh module.
+
+    Raises:
+        UsageError: when the file is missing, fails to import or holds no derivation.
+    """
+    if not path.is_file():
+        raise UsageError(f"--file: no such file: {path}")
+    name = f"_proofs_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"--file: cannot import {path} (not a Python file?)")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise UsageError(f"--file {path}: {type(exc).__name__}: {_first_line(exc)}") from None
+    return _nonempty(collect(module), str(path))
+
+
+def _nonempty(derivations: list[Derivation], where: str) -> list[Derivation]:
+    """The derivations, or a UsageError when there are none."""
+    if not derivations:
+        raise UsageError(f"no Derivation found in {where}")
+    return derivations
+
+
+def _first_line(exc: BaseException) -> str:
+    """First line of an exception's message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def select(derivations: Sequence[Derivation], patterns: Sequence[str]) -> list[Derivation]:
+    """Derivations matching any pattern (all when there is none).
+
+    A pattern matches a derivation whose claim id equals it, or whose
+    ``"id title"`` contains it, ignoring case.
+
+    Raises:
+        UsageError: when a pattern matches nothing.
+    """
+    if not patterns:
+        return list(derivations)
+    chosen: list[Derivation] = []
+    for pattern in patterns:
+        p = pattern.lower()
+        hits = [d for d in derivations if d.claim.lower() == p or p in f"{d.claim} {d.title}".lower()]
+        if not hits:
+            raise UsageError(f"--select {pattern!r} matches no derivation")
+        chosen += [d for d in hits if all(d is not c for c in chosen)]
+    return [d for d in derivations if any(d is c for c in chosen)]
+
+
+def _crashed(derivation: Derivation, exc: Exception, seconds: float) -> Report:
+    """A FAILED report for a checker crash (never a traceback)."""
+    return Report(
+        claim=derivation.claim, title=derivation.title, statement=derivation.statement,
+        steps=tuple(derivation.steps), relation=derivation.relation, expect=derivation.expect,
+        n_examples=0, max_error=float("nan"), status="FAILED", failure=None,
+        reason=f"checker error: {type(exc).__name__}: {_first_line(exc)}", seconds=seconds,
+    )
+
+
+def run(derivations: Sequence[Derivation], examples: int) -> list[Report]:
+    """Checks each derivation, printing its table row as soon as it is done."""
+    print(Report.header())
+    print("-" * len(Report.header()))
+    reports = []
+    for derivation in derivations:
+        start = time.perf_counter()
+        try:
+            report = derivation.check(max_examples=examples)
+        except Exception as exc:
+            report = _crashed(derivation, exc, time.perf_counter() - start)
+        print(report.row(), flush=True)
+        reports.append(report)
+    return reports
+
+
+def summary(reports: Sequence[Report], seconds: float) -> str:
+    """E.g. ``4 derivations: 3 proved, 1 refuted as declared, 0 FAILED in 12.3 s``."""
+    counts = {s: sum(r.status == s for r in reports) for s in ("proved", "refuted as declared", "FAILED")}
+    noun = "derivation" if len(reports) == 1 else "derivations"
+    parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+    return f"{len(reports)} {noun}: {parts} in {seconds:.1f} s"
+
+
+def markdown(reports: Sequence[Report]) -> str:
+    """The catalogue: a heading, then each report's Markdown."""
+    return "# Derivations\n\n" + "\n".join(r.markdown() for r in reports)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (0 ok, 1 FAILED, 2 usage)."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.markdown is not None and not args.markdown.parent.is_dir():
+            raise UsageError(f"--markdown: no such directory: {args.markdown.parent}")
+        if args.module or args.file:
+            derivations = [d for name in args.module for d in load_module(name)]
+            derivations += [d for path in args.file for d in load_file(path)]
+        else:
+            from proofs import all_derivations
+
+            derivations = all_derivations()
+        derivations = select(derivations, args.select)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+
+    if args.list:
+        for d in derivations:
+            print(f"{d.claim:<6} {d.title}")
+        return 0
+
+    start = time.perf_counter()
+    reports = run(derivations, args.examples)
+    for report in reports:
+        if not report.ok:
+            print("\n" + report.text())
+    print("\n" + summary(reports, time.perf_counter() - start))
+    if args.markdown is not None:
+        try:
+            args.markdown.write_text(markdown(reports), encoding="utf-8")
+        except OSError as exc:
+            print(f"{PROG}: error: --markdown: {exc}", file=sys.stderr)
+            return 2
+    return 1 if any(not r.ok for r in reports) else 0
