@@ -31,10 +31,10 @@ A1 = Derivation(
     inputs=st.one_of(*(vt.distribution_pairs(support=s) for s in ("shared", "nested", "partial", "near"))).map(_pairs),
     steps=[
         Step(r"H(p,q)", "vfe.cross_entropy", lambda p, q: vfe.cross_entropy(p, q)),
-        Step(r"-\sum_i p_i \log q_i", "definition of cross-entropy, with 0 log q = 0",
+        Step(r"-\sum_i p_i \log q_i", r"definition of cross-entropy, with $0 \log q = 0$",
              lambda p, q: jnp.sum(_neg_plogq(p, q))),
         Step(r"-\sum_i p_i\log p_i + \sum_i p_i\log\frac{p_i}{q_i}",
-             r"add and subtract \sum_i p_i \log p_i (finite: 0 \le -p\log p \le 1/e)",
+             r"add and subtract $\sum_i p_i \log p_i$ (finite: $0 \le -p\log p \le 1/e$)",
              lambda p, q: Terms(jnp.sum(_neg_plogq(p, p)), jnp.sum(_plogp_over(p, q)))),
         Step(r"H(p) + \mathrm{KL}(p\,\|\,q)", "definitions of entropy and KL; vfe.entropy, vfe.kl_divergence",
              lambda p, q: Terms(vfe.entropy(p), vfe.kl_divergence(p, q))),

@@ -33,13 +33,13 @@ C1 = Derivation(
     steps=[
         Step(r"\mathrm{softmax}(z/T)_i", "vfe.tempered_softmax", lambda z, T: vfe.tempered_softmax(z, T)),
         Step(r"\frac{e^{(z_i - m)/T}}{\sum_j e^{(z_j - m)/T}},\ m = \max_j z_j",
-             r"definition e^{z_i/T}/\sum_j e^{z_j/T}, numerator and denominator multiplied by e^{-m/T}",
+             r"definition $e^{z_i/T}/\sum_j e^{z_j/T}$, numerator and denominator multiplied by $e^{-m/T}$",
              lambda z, T: jnp.exp(_centred(z) / T) / jnp.sum(jnp.exp(_centred(z) / T))),
         Step(r"\frac{e^{-\beta(E_i - E_{\min})}}{\sum_j e^{-\beta(E_j - E_{\min})}}",
-             r"substitute E = -z (so -m = E_{\min}) and \beta = 1/T",
+             r"substitute $E = -z$ (so $-m = E_{\min}$) and $\beta = 1/T$",
              lambda z, T: _boltzmann_shifted(z, T)),
         Step(r"\frac{e^{-\beta E_i}}{Z(\beta)}",
-             r"multiply numerator and denominator by e^{-\beta E_{\min}}: the denominator becomes Z(\beta);"
+             r"multiply numerator and denominator by $e^{-\beta E_{\min}}$: the denominator becomes $Z(\beta)$;"
              r" vfe.boltzmann",
              lambda z, T: vfe.boltzmann(-z, 1.0 / T)),
     ],
@@ -58,9 +58,9 @@ C1_SHIFT = Derivation(
         Step(r"\mathrm{softmax}((z + c)/T)_i", "vfe.tempered_softmax of shifted logits",
              lambda z, T, c: vfe.tempered_softmax(z + c, T)),
         Step(r"\frac{e^{c/T} e^{z_i/T}}{e^{c/T}\sum_j e^{z_j/T}}",
-             r"e^{(z_i + c)/T} = e^{c/T}e^{z_i/T}; written with the maximum subtracted as in C1",
+             r"$e^{(z_i + c)/T} = e^{c/T}e^{z_i/T}$; written with the maximum subtracted as in C1",
              lambda z, T, c: jnp.exp(_centred(z + c) / T) / jnp.sum(jnp.exp(_centred(z + c) / T))),
-        Step(r"\mathrm{softmax}(z/T)_i", "cancel e^{c/T}; vfe.tempered_softmax",
+        Step(r"\mathrm{softmax}(z/T)_i", r"cancel $e^{c/T}$; vfe.tempered_softmax",
              lambda z, T, c: vfe.tempered_softmax(z, T)),
     ],
 )

@@ -46,11 +46,11 @@ B2 = Derivation(
              "definition, expectations written as sums over the support of q",
              lambda q, log_joint: Terms(_sum_q_times(q, jnp.log(q)), -_sum_q_times(q, log_joint))),
         Step(r"\sum_\theta q(\theta)\big[\log q(\theta) - \log p(\theta|x)\big] - \log p(x)\sum_\theta q(\theta)",
-             r"Bayes: \log p(x,\theta) = \log p(\theta|x) + \log p(x); linearity of the sum",
+             r"Bayes: $\log p(x,\theta) = \log p(\theta|x) + \log p(x)$; linearity of the sum",
              lambda q, log_joint: Terms(_sum_q_times(q, jnp.log(q) - _log_posterior(log_joint)),
                                         -_log_evidence(log_joint) * jnp.sum(q))),
         Step(r"\mathrm{KL}(q\,\|\,p(\theta|x)) - \log p(x)",
-             r"definition of KL; \sum_\theta q(\theta) = 1; vfe.kl_divergence, vfe.posterior, vfe.log_evidence",
+             r"definition of KL; $\sum_\theta q(\theta) = 1$; vfe.kl_divergence, vfe.posterior, vfe.log_evidence",
              lambda q, log_joint: Terms(vfe.kl_divergence(q, vfe.posterior(log_joint)), -vfe.log_evidence(log_joint))),
     ],
 )
@@ -71,14 +71,14 @@ B2_ACCURACY_COMPLEXITY = Derivation(
     statement=r"F(q) = -\mathbb{E}_q[\log p(x|\theta)] + \mathrm{KL}(q\,\|\,p(\theta))",
     inputs=_belief_likelihood_prior(),
     steps=[
-        Step(r"F(q)", r"vfe.free_energy with \log p(x,\theta) = \log p(x|\theta) + \log p(\theta)",
+        Step(r"F(q)", r"vfe.free_energy with $\log p(x,\theta) = \log p(x|\theta) + \log p(\theta)$",
              lambda q, likelihood, prior: vfe.free_energy(jnp.log(q), jnp.log(likelihood) + jnp.log(prior))),
         Step(r"\sum_\theta q\log q - \sum_\theta q\log p(x|\theta) - \sum_\theta q\log p(\theta)",
-             r"definition of F; product rule p(x,\theta) = p(x|\theta)p(\theta)",
+             r"definition of $F$; product rule $p(x,\theta) = p(x|\theta)p(\theta)$",
              lambda q, likelihood, prior: Terms(_sum_q_times(q, jnp.log(q)), -_sum_q_times(q, jnp.log(likelihood)),
                                                 -_sum_q_times(q, jnp.log(prior)))),
         Step(r"-\sum_\theta q\log p(x|\theta) + \sum_\theta q\log\frac{q}{p(\theta)}",
-             "collect the terms in q log q and q log p(θ)",
+             r"collect the terms in $q\log q$ and $q\log p(\theta)$",
              lambda q, likelihood, prior: Terms(-_sum_q_times(q, jnp.log(likelihood)),
                                                 _sum_q_times(q, jnp.log(q) - jnp.log(prior)))),
         Step(r"-\mathbb{E}_q[\log p(x|\theta)] + \mathrm{KL}(q\,\|\,p(\theta))", "definition of KL; vfe.kl_divergence",
@@ -106,10 +106,10 @@ B5_POINT_MASS = Derivation(
     statement=r"F(\delta_{\hat\theta}) = -\log p(x,\hat\theta)",
     inputs=_log_joint_and_index(),
     steps=[
-        Step(r"F(\delta_{\hat\theta})", r"vfe.free_energy with \log q = \log\delta_{\hat\theta} (0 at \hat\theta, -\infty elsewhere)",
+        Step(r"F(\delta_{\hat\theta})", r"vfe.free_energy with $\log q = \log\delta_{\hat\theta}$ ($0$ at $\hat\theta$, $-\infty$ elsewhere)",
              lambda log_joint, theta_hat: vfe.free_energy(_log_one_hot(theta_hat, log_joint.shape[-1]), log_joint)),
         Step(r"\underbrace{1\cdot\log 1}_{-H(\delta) = 0} - 1\cdot\log p(x,\hat\theta)",
-             r"only \theta = \hat\theta has q(\theta) > 0; 0 \log 0 = 0 elsewhere",
+             r"only $\theta = \hat\theta$ has $q(\theta) > 0$; $0 \log 0 = 0$ elsewhere",
              lambda log_joint, theta_hat: Terms(jnp.asarray(1.0) * jnp.log(1.0), -log_joint[theta_hat])),
         Step(r"-\log p(x,\hat\theta)", "the entropy of a point mass is 0; vfe.point_mass_free_energy",
              lambda log_joint, theta_hat: vfe.point_mass_free_energy(log_joint, theta_hat)),
@@ -123,10 +123,10 @@ B5_MAP = Derivation(
               r" \theta_\mathrm{MAP} = \arg\max_\theta p(x,\theta) = \arg\max_\theta p(\theta|x)",
     inputs=vt.log_joint_rows(sizes=_SIZES).map(lambda log_joint: {"log_joint": log_joint}),
     steps=[
-        Step(r"\min_{\hat\theta} F(\delta_{\hat\theta})", "B5: F(δ_θ̂) for every θ̂, then the minimum",
+        Step(r"\min_{\hat\theta} F(\delta_{\hat\theta})", r"$F(\delta_{\hat\theta}) = -\log p(x,\hat\theta)$ for every $\hat\theta$ (above), then the minimum",
              lambda log_joint: jnp.min(-log_joint)),
-        Step(r"-\max_\theta \log p(x,\theta)", r"\min(-f) = -\max f", lambda log_joint: -jnp.max(log_joint)),
-        Step(r"-\log p(x,\theta_\mathrm{MAP})", r"\theta_\mathrm{MAP} attains the maximum; vfe.map_estimate",
+        Step(r"-\max_\theta \log p(x,\theta)", r"$\min(-f) = -\max f$", lambda log_joint: -jnp.max(log_joint)),
+        Step(r"-\log p(x,\theta_\mathrm{MAP})", r"$\theta_\mathrm{MAP}$ attains the maximum; vfe.map_estimate",
              lambda log_joint: vfe.point_mass_free_energy(log_joint, vfe.map_estimate(log_joint))),
     ],
 )
@@ -140,13 +140,13 @@ B5_FLAT_PRIOR_MLE = Derivation(
         Step(r"F(\delta_{\theta_\mathrm{MLE}})", "vfe.point_mass_free_energy at vfe.mle_estimate, flat prior",
              lambda likelihood: vfe.point_mass_free_energy(
                  jnp.log(likelihood) - jnp.log(likelihood.shape[-1]), vfe.mle_estimate(jnp.log(likelihood)))),
-        Step(r"-\log p(x|\theta_\mathrm{MLE}) + \log n", r"product rule with p(\theta) = 1/n",
+        Step(r"-\log p(x|\theta_\mathrm{MLE}) + \log n", r"product rule with $p(\theta) = 1/n$",
              lambda likelihood: Terms(-jnp.log(likelihood)[vfe.mle_estimate(jnp.log(likelihood))],
                                            jnp.log(likelihood.shape[-1]))),
         Step(r"-\max_\theta \log p(x|\theta) + \log n", "the MLE maximises the likelihood",
              lambda likelihood: Terms(-jnp.max(jnp.log(likelihood)), jnp.log(likelihood.shape[-1]))),
         Step(r"-\max_\theta \log p(x,\theta) = \min_{\hat\theta} F(\delta_{\hat\theta})",
-             r"\log n is constant in \theta, so it moves out of the max; B5 (MAP)",
+             r"$\log n$ is constant in $\theta$, so it moves out of the max; the MAP step above",
              lambda likelihood: jnp.min(-(jnp.log(likelihood) - jnp.log(likelihood.shape[-1])))),
     ],
 )
@@ -203,16 +203,16 @@ B5_GAUSSIAN = Derivation(
              lambda x, tau, s, theta_hat, sigma: vfe.gaussian_free_energy(_gaussian_log_joint(x, tau, s), theta_hat, sigma)),
         Step(r"\tfrac12\log(2\pi\tau^2) + \frac{\mathbb{E}_q\theta^2}{2\tau^2} + \tfrac12\log(2\pi s^2)"
              r" + \frac{\mathbb{E}_q(x-\theta)^2}{2s^2} - \tfrac12\log(2\pi e\sigma^2)",
-             r"F = -\mathbb{E}_q\log p(\theta) - \mathbb{E}_q\log p(x|\theta) - H(q); Gaussian entropy;"
-             r" \mathbb{E}_q\theta^2 = \hat\theta^2 + \sigma^2,\ \mathbb{E}_q(x-\theta)^2 = (x-\hat\theta)^2 + \sigma^2",
+             r"$F = -\mathbb{E}_q\log p(\theta) - \mathbb{E}_q\log p(x|\theta) - H(q)$; Gaussian entropy;"
+             r" $\mathbb{E}_q\theta^2 = \hat\theta^2 + \sigma^2$, $\mathbb{E}_q(x-\theta)^2 = (x-\hat\theta)^2 + \sigma^2$",
              lambda x, tau, s, theta_hat, sigma: Terms(
                  0.5 * jnp.log(2 * jnp.pi * tau**2), (theta_hat**2 + sigma**2) / (2 * tau**2),
                  0.5 * jnp.log(2 * jnp.pi * s**2), ((x - theta_hat) ** 2 + sigma**2) / (2 * s**2),
                  -0.5 * jnp.log(2 * jnp.pi * jnp.e * sigma**2))),
         Step(r"-\log p(x,\hat\theta) + \frac{\sigma^2}{2}\Big(\frac{1}{\tau^2} + \frac{1}{s^2}\Big)"
              r" - \tfrac12\log(2\pi e\sigma^2)",
-             r"collect the \sigma^2 terms; the rest is -\log p(x,\hat\theta); as \sigma\to 0 the middle term"
-             r" \to 0 and the last \to +\infty",
+             r"collect the $\sigma^2$ terms; the rest is $-\log p(x,\hat\theta)$; as $\sigma\to 0$ the middle term"
+             r" $\to 0$ and the last $\to +\infty$",
              lambda x, tau, s, theta_hat, sigma: Terms(
                  -_gaussian_log_joint(x, tau, s)(theta_hat), sigma**2 / 2 * (1 / tau**2 + 1 / s**2),
                  -vfe.gaussian_entropy(sigma))),
@@ -228,7 +228,7 @@ B5_SEED_ENTROPY = Derivation(
     steps=[
         Step(r"H(\mathcal N(\hat\theta,\sigma^2)) = \tfrac12\log(2\pi e\sigma^2)", "vfe.gaussian_entropy",
              lambda sigma: vfe.gaussian_entropy(sigma)),
-        Step(r"0", "the seed's claim; false: a density has no zero-entropy limit, it tends to -\\infty",
+        Step(r"0", r"the seed's claim; false: the entropy of a density tends to $-\infty$, not 0",
              lambda sigma: jnp.zeros_like(sigma)),
     ],
 )
