@@ -21,7 +21,12 @@ def floating(func: str, name: str, x) -> jax.Array:
         raise TypeError(f"{func}: argument `{name}` must be a floating-point array, got a bool")
     if isinstance(x, numbers.Number) and not isinstance(x, numbers.Real):
         raise TypeError(f"{func}: argument `{name}` must be real, got {type(x).__name__}")
-    dtype = jnp.result_type(x) if not hasattr(x, "dtype") else x.dtype
+    if not hasattr(x, "dtype"):  # a list, tuple or Python scalar
+        try:
+            x = np.asarray(x, dtype=float) if isinstance(x, numbers.Real) else np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{func}: argument `{name}` is not an array: {err}") from None
+    dtype = x.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"{func}: argument `{name}` must have a floating dtype (float16, bfloat16, float32, "
