@@ -88,29 +88,19 @@ def _s_dot(z_dot, scale_dot, masked, centred, s, scale, kind):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _log_probs(z, scale, kind):
-    return _pieces(z, scale, kind)[5]
+def _log_probs_and_probs(z, scale, kind):
+    """``(log p, p)`` of the tempered / Boltzmann distribution."""
+    return _pieces(z, scale, kind)[5:]
 
 
-@_log_probs.defjvp
-def _log_probs_jvp(kind, primals, tangents):
+@_log_probs_and_probs.defjvp
+def _log_probs_and_probs_jvp(kind, primals, tangents):
     (z, scale), (z_dot, scale_dot) = primals, tangents
     masked, _, centred, s, _, log_p, p = _pieces(z, scale, kind)
     ds = _s_dot(z_dot, scale_dot, masked, centred, s, scale, kind)
-    return log_p, jnp.where(masked, 0.0, ds - _expect(p, ds))
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _probs(z, scale, kind):
-    return _pieces(z, scale, kind)[6]
-
-
-@_probs.defjvp
-def _probs_jvp(kind, primals, tangents):
-    (z, scale), (z_dot, scale_dot) = primals, tangents
-    masked, _, centred, s, _, _, p = _pieces(z, scale, kind)
-    ds = _s_dot(z_dot, scale_dot, masked, centred, s, scale, kind)
-    return p, jnp.where(p == 0, 0.0, p * jnp.where(p == 0, 0.0, ds - _expect(p, ds)))
+    log_p_dot = jnp.where(masked, 0.0, ds - _expect(p, ds))
+    p_dot = jnp.where(p == 0, 0.0, p * jnp.where(p == 0, 0.0, log_p_dot))
+    return (log_p, p), (log_p_dot, p_dot)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -157,7 +147,7 @@ def _last(x, scale, axis, negate=False):
 @functools.partial(jax.jit, static_argnames=("axis", "kind", "negate", "log"))
 def _distribution(x, scale, axis, kind, negate, log):
     z, scale = _last(x, scale, axis, negate)
-    out = (_log_probs if log else _probs)(z, scale, kind)
+    out = _log_probs_and_probs(z, scale, kind)[0 if log else 1]
     return jnp.moveaxis(out, -1, axis).astype(x.dtype)
 
 
