@@ -315,7 +315,7 @@ class Report:
         if self.status == PROVED:
             return f"proved on {self.n_examples} examples ({err})."
         if self.status == REFUTED:
-            return f"refuted as declared (counterexample found after {self.n_examples} examples)."
+            return f"refuted as declared (counterexample found after {self.n_examples} example{'s' if self.n_examples != 1 else ''})."
         return f"FAILED: {self.reason}."
 
 
@@ -606,9 +606,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "—"
     arr = np.asarray(value)
-    if arr.ndim == 0:
-        return repr(arr.item())
-    return np.array2string(arr, separator=", ", floatmode="unique", max_line_width=10**6)
+    return repr(arr.tolist())  # Python floats: shortest round-trip digits, no column padding
 
 
 def _fmt_inputs(inputs: Mapping[str, Any]) -> str:
