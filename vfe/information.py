@@ -311,18 +311,26 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
 
 
 def _log_ratio_last(a, b):
-    """``(p, q, d = log p - log q)`` along the last axis, with ``d`` accurate for ``p ≈ q``."""
+    """``(p, q, d = log p - log q)`` along the last axis, with ``d`` accurate for ``p ≈ q``.
+
+    ``d = δ - log Σ_j q_j e^{δ_j}`` with ``δ = a - b`` shifted to 0 at the mode of ``q``. When
+    the two distributions are close ("near": ``δ ≤ 30`` wherever both logits are finite, and
+    at most half of ``q``'s mass where ``a`` is masked) the log-sum is
+    ``log1p(Σ q expm1(δ))`` — no cancellation, no overflow; a masked ``a_j`` contributes
+    ``q_j expm1(-inf) = -q_j``. Otherwise ``d = log p - log q``, whose rounding is then
+    small against the divergence.
+    """
     log_p = jax.nn.log_softmax(a, axis=-1)
     log_q = jax.nn.log_softmax(b, axis=-1)
     p, q = jnp.exp(log_p), jnp.exp(log_q)
     both = jnp.isfinite(a) & jnp.isfinite(b)
     delta = jnp.where(both, a - b, 0.0)
-    mode = jnp.argmax(log_q, axis=-1, keepdims=True)
+    mode = jnp.argmax(jnp.where(both, log_q, -jnp.inf), axis=-1, keepdims=True)
     delta = delta - jnp.take_along_axis(delta, mode, axis=-1)
-    on_q = both & (q > 0)
-    near = jnp.max(jnp.where(on_q, delta, -jnp.inf), axis=-1, keepdims=True) <= 30.0
-    shift = jnp.log1p(jnp.sum(jnp.where(on_q & near, q * jnp.expm1(jnp.where(near, delta, 0.0)), 0.0),
-                              axis=-1, keepdims=True))
+    masked_mass = jnp.sum(jnp.where(jnp.isneginf(a), q, 0.0), axis=-1, keepdims=True)
+    near = (jnp.max(jnp.where(both, delta, -jnp.inf), axis=-1, keepdims=True) <= 30.0) & (masked_mass <= 0.5)
+    gaps = jnp.where(jnp.isneginf(a), -1.0, jnp.expm1(jnp.where(near & both, delta, 0.0)))
+    shift = jnp.log1p(jnp.sum(jnp.where(q > 0, q * gaps, 0.0), axis=-1, keepdims=True))
     d = jnp.where(near, delta - shift, log_p - log_q)
     d = jnp.where(jnp.isneginf(b) & ~jnp.isneginf(a), jnp.inf, d)
     d = jnp.where(jnp.isneginf(a), -jnp.inf, d)
@@ -331,16 +339,22 @@ def _log_ratio_last(a, b):
 
 @jax.custom_jvp
 def _kl_from_logits_last(a, b):
+    return _kl_value_last(a, b)[3]
+
+
+def _kl_value_last(a, b):
+    """``(p, q, d, KL)``; ``+inf`` wherever ``b`` masks a token that ``a`` allows, even if
+    ``p`` underflows there (the support of ``softmax(a)`` is where ``a`` is finite)."""
     p, q, d = _log_ratio_last(a, b)
-    return jnp.sum(kl_term(p, q, d), axis=-1)
+    escapes = jnp.any(jnp.isfinite(a) & jnp.isneginf(b), axis=-1)
+    return p, q, d, jnp.where(escapes, jnp.inf, jnp.sum(kl_term(p, q, d), axis=-1))
 
 
 @_kl_from_logits_last.defjvp
 def _kl_from_logits_last_jvp(primals, tangents):
     a, b = primals
     a_dot, b_dot = tangents
-    p, q, d = _log_ratio_last(a, b)
-    kl = jnp.sum(kl_term(p, q, d), axis=-1)
+    p, q, d, kl = _kl_value_last(a, b)
     finite = jnp.isfinite(kl)[..., None]
     coef_a = jnp.where((p == 0) | ~finite, 0.0, p * (d - jnp.where(finite, kl[..., None], 0.0)))
     coef_b = jnp.where(finite, q - p, 0.0)

@@ -278,8 +278,26 @@ def gibbs_free_energy(probs: Float[Array, "*batch n"], energies: Float[Array, "*
     return _gibbs(q, x, t, axis=axis)
 
 
+@jax.custom_jvp
+def _gibbs_terms(q, energies, temperature):
+    """``q E + T q log q`` elementwise (``0`` where ``q = 0``)."""
+    return mul_no_nan(q, energies) + temperature * xlogy(q, q)
+
+
+@_gibbs_terms.defjvp
+def _gibbs_terms_jvp(primals, tangents):
+    (q, e, t), (q_dot, e_dot, t_dot) = primals, tangents
+    safe_q = jnp.where(q == 0, jnp.ones_like(q), q)
+    # d/dq = E + T (log q + 1): at q = 0 it is -inf (+inf for a forbidden state, E = +inf),
+    # clamped to ±finfo.max *after* the factor T
+    at_zero = jnp.where(jnp.isposinf(e), jnp.inf, -jnp.inf)
+    d_dq = finite_or_max(jnp.where(q == 0, at_zero, e + t * (jnp.log(safe_q) + 1.0)))
+    dot = q_dot * d_dq + jnp.where(q == 0, 0.0, q * jnp.where(q == 0, 0.0, e_dot)) + t_dot * xlogy(q, q)
+    return _gibbs_terms(q, e, t), dot
+
+
 @functools.partial(jax.jit, static_argnames=("axis",))
 def _gibbs(q, energies, temperature, axis):
     q, e = upcast(q), upcast(energies)
-    t = jnp.asarray(temperature, compute_dtype(q.dtype))
-    return jnp.sum(mul_no_nan(q, e), axis=axis) + t * jnp.sum(xlogy(q, q), axis=axis)
+    t = jnp.expand_dims(jnp.asarray(temperature, compute_dtype(q.dtype)), axis)
+    return jnp.sum(_gibbs_terms(q, e, jnp.broadcast_to(t, q.shape)), axis=axis)
