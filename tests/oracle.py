@@ -309,6 +309,21 @@ def rowwise(fn, *arrays, extra=()):
     return np.array(out, dtype=np.float64)
 
 
+# Tolerance model of the test suite (stated once): rounding in a sum of n terms of a dtype
+# stays below K·n·eps relative to the scale of the terms (each test states its scale).
+K = 64
+
+
+def rtol(dtype, n: int = 1) -> float:
+    """``K · n · eps(dtype)``."""
+    return K * n * float(np.finfo(dtype).eps)
+
+
+def finite_part(x):
+    """``x`` with non-finite entries replaced by 0 (for building scales)."""
+    return np.where(np.isfinite(x), x, 0.0)
+
+
 def assert_close(got, exact, tol, what=""):
     """``|got - exact| ≤ tol`` elementwise; infinities must match exactly; NaN never passes."""
     got = np.asarray(got, dtype=np.float64)

@@ -19,6 +19,8 @@ from hypothesis.extra import numpy as hnp
 SIZES = (2, 5, 16)
 DERIV_SIZE = 5  # derivative tests use one bucket: each jitted grad/jacfwd compiles once per dtype
 BATCH = 2
+# |w| <= 1, all different: weights so that grad(sum_rows w f) is not trivially 0 and mixes rows
+ROW_WEIGHTS = np.cos(np.arange(1, BATCH + 1))
 FLOATS = (np.float32, np.float64)
 LOGIT_SCALES = (1.0, 30.0, 1e4)
 

@@ -2,7 +2,7 @@
 -inf logits / +inf energies, logits of 1e4 and ties; the T → 0 limit under jit versus the naive
 peer; derivatives at the edges; jit/vmap/axis; low-precision inputs.
 
-Tolerances (stated once): ``rtol(dtype, n) = K · n · eps(dtype)``, ``K = 64``, times the scale
+Tolerances (stated once): ``oracle.rtol(dtype, n) = K · n · eps(dtype)``, ``K = 64``, times the scale
 of the terms given at each test (probabilities: 1; log-probabilities: ``|log p| + 1 + log n``;
 log Z and free energies: the magnitude of their terms, ``|β max z| + 1 + log n`` etc.).
 """
@@ -21,18 +21,11 @@ import oracle as O
 import strategies as S
 import vfe
 
-K = 64
 FLOATS = S.FLOATS
-W = np.cos(np.arange(1, S.BATCH + 1))
+W = S.ROW_WEIGHTS
 N = S.DERIV_SIZE
 
 
-def rtol(dtype, n):
-    return K * n * float(np.finfo(dtype).eps)
-
-
-def _fin(x):
-    return np.where(np.isfinite(x), x, 0.0)
 
 
 def _top(z):
@@ -58,8 +51,8 @@ def test_tempered_softmax_and_log_softmax_match_oracle(dtype, data):
     assert p.dtype == dtype and lp.dtype == dtype
     exact_p = O.rowwise(O.tempered_softmax, z, extra=(t,))
     exact_lp = O.rowwise(O.tempered_log_softmax, z, extra=(t,))
-    O.assert_close(p, exact_p, rtol(dtype, n), "tempered_softmax")  # scale 1
-    O.assert_close(lp, exact_lp, rtol(dtype, n) * (np.abs(_fin(exact_lp)) + 1 + np.log(n)), "tempered_log_softmax")
+    O.assert_close(p, exact_p, O.rtol(dtype, n), "tempered_softmax")  # scale 1
+    O.assert_close(lp, exact_lp, O.rtol(dtype, n) * (np.abs(O.finite_part(exact_lp)) + 1 + np.log(n)), "tempered_log_softmax")
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -71,9 +64,9 @@ def test_boltzmann_and_log_partition_match_oracle(dtype, data):
     n = e.shape[-1]
     p, logz = vfe.boltzmann(e, b), vfe.log_partition(e, b)
     assert p.dtype == dtype and logz.dtype == dtype
-    O.assert_close(p, O.rowwise(O.boltzmann, e, extra=(b,)), rtol(dtype, n), "boltzmann")
+    O.assert_close(p, O.rowwise(O.boltzmann, e, extra=(b,)), O.rtol(dtype, n), "boltzmann")
     scale = np.abs(b.astype(np.float64)) * _top(e) + 1 + np.log(n)  # |β min E| + log n
-    O.assert_close(logz, O.rowwise(O.log_partition, e, extra=(b,)), rtol(dtype, n) * scale, "log_partition")
+    O.assert_close(logz, O.rowwise(O.log_partition, e, extra=(b,)), O.rtol(dtype, n) * scale, "log_partition")
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -86,7 +79,7 @@ def test_helmholtz_free_energy_matches_oracle(dtype, data):
     f = vfe.helmholtz_free_energy(e, t)
     assert f.dtype == dtype
     scale = _top(e) + t.astype(np.float64) * (1 + np.log(n))  # |min E| + T log n
-    O.assert_close(f, O.rowwise(O.helmholtz, e, extra=(t,)), rtol(dtype, n) * scale, "helmholtz")
+    O.assert_close(f, O.rowwise(O.helmholtz, e, extra=(t,)), O.rtol(dtype, n) * scale, "helmholtz")
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -96,15 +89,15 @@ def test_gibbs_free_energy_matches_oracle(dtype, data):
     n = data.draw(S.sizes())
     q = S.cast(data.draw(S.probs(n)), dtype)
     e = data.draw(S.energies(n))
-    e = S.cast(np.where(q == 0, e, _fin(e)), dtype)  # +inf energies only where q = 0
+    e = S.cast(np.where(q == 0, e, O.finite_part(e)), dtype)  # +inf energies only where q = 0
     t = S.cast(data.draw(S.temperatures()), dtype)
     g = vfe.gibbs_free_energy(q, e, t)
     assert g.dtype == dtype
     qq = q.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = np.sum(np.where(qq > 0, qq * (1 + np.abs(np.log(qq))), 0), -1)
-        scale = np.sum(np.where(qq > 0, qq * np.abs(_fin(e)), 0), -1) + t.astype(np.float64) * ent
-    O.assert_close(g, O.rowwise(O.gibbs, q, e, extra=(t,)), rtol(dtype, n) * scale, "gibbs")
+        scale = np.sum(np.where(qq > 0, qq * np.abs(O.finite_part(e)), 0), -1) + t.astype(np.float64) * ent
+    O.assert_close(g, O.rowwise(O.gibbs, q, e, extra=(t,)), O.rtol(dtype, n) * scale, "gibbs")
 
 
 # ============================================================================ T → 0, large logits
@@ -143,7 +136,7 @@ def test_zero_temperature_limit_is_exact_under_jit_and_naive_form_fails(dtype):
         f = np.asarray(helm(e, tt), np.float64)
         k = ties.sum(-1)
         expected = np.array([float(O.mpf(np.min(r)) - O.mpf(t) * O.MP.log(kk)) for r, kk in zip(e, k)])
-        O.assert_close(f, expected, rtol(dtype, 5) * np.abs(expected), f"helmholtz T={t}")
+        O.assert_close(f, expected, O.rtol(dtype, 5) * np.abs(expected), f"helmholtz T={t}")
         ns, nh = np.asarray(naive_soft(z, tt), np.float64), np.asarray(naive_helm(e, tt), np.float64)
         naive_failed |= (not np.all(np.isfinite(ns))) or not np.all(np.isfinite(nh)) \
             or np.any(np.abs(ns - limit) > 0.25) or np.any(np.abs(nh - expected) > 1e-3 * np.abs(expected))
@@ -157,11 +150,11 @@ def test_infinite_temperature_and_zero_beta_give_uniform_over_allowed(dtype):
     uniform = allowed / allowed.sum(-1, keepdims=True)
     p = vfe.tempered_softmax(z, np.full(S.BATCH, 1e30, dtype))
     # at T = 1e30 the logits' spread 2e4 moves p by a relative 2e-26: uniform to rounding
-    O.assert_close(p, uniform, rtol(dtype, 5) * uniform, "T = 1e30")
+    O.assert_close(p, uniform, O.rtol(dtype, 5) * uniform, "T = 1e30")
     pb = vfe.boltzmann(-z, np.zeros(S.BATCH, dtype))
-    O.assert_close(pb, uniform, rtol(dtype, 5) * uniform, "β = 0")
+    O.assert_close(pb, uniform, O.rtol(dtype, 5) * uniform, "β = 0")
     O.assert_close(vfe.log_partition(-z, np.zeros(S.BATCH, dtype)), np.full(S.BATCH, np.log(4.0)),
-                   rtol(dtype, 5) * np.log(4.0), "log Z at β = 0")
+                   O.rtol(dtype, 5) * np.log(4.0), "log Z at β = 0")
 
 
 # ============================================================================ derivatives
@@ -186,7 +179,7 @@ def _draw(name, data, dtype, edge):
     if name == "gibbs_free_energy":
         q = data.draw(pr)
         e = data.draw(en)
-        return c(q), c(np.where(q == 0, e, _fin(e))), c(data.draw(ts))
+        return c(q), c(np.where(q == 0, e, O.finite_part(e))), c(data.draw(ts))
     raise KeyError(name)
 
 
@@ -237,7 +230,7 @@ def test_derivatives_match_oracle_at_interior_points(dtype, data):
     """∂F/∂T = -H(p), ∂F/∂E = p, ∂log Z/∂β = -<E>, ∂log Z/∂E = -βp, ∂p/∂z = p(δ - p)/T,
     ∂p/∂T = -p(z - <z>)/T², ∂G/∂q = E + T(log q + 1), ∂G/∂T = Σ q log q. Scale: the largest
     derivative entry plus 1 (interior points: logits ≤ 3, T, β ∈ [0.5, 2])."""
-    tol = lambda exact: rtol(dtype, N) * (1 + np.max(np.abs(exact)))  # noqa: E731
+    tol = lambda exact: O.rtol(dtype, N) * (1 + np.max(np.abs(exact)))  # noqa: E731
     z, t = _draw("tempered_softmax", data, dtype, edge=False)
     jz, jt = JACS["tempered_softmax"](z, t)
     for r in range(S.BATCH):
@@ -292,9 +285,9 @@ def test_masked_entries_equal_entries_clipped_to_1e30(data):
     ]:
         f, _ = FUNCS[name]
         vm, vc = np.asarray(f(*masked)), np.asarray(f(*clipped))
-        O.assert_close(vm, vc, rtol(np.float64, N) * (1 + np.abs(vc)), f"value {name}")
+        O.assert_close(vm, vc, O.rtol(np.float64, N) * (1 + np.abs(vc)), f"value {name}")
         for gm, gc in zip(GRADS[name](*masked), GRADS[name](*clipped)):
-            O.assert_close(gm, gc, rtol(np.float64, N) * (1 + np.max(np.abs(gc))), f"grad {name}")
+            O.assert_close(gm, gc, O.rtol(np.float64, N) * (1 + np.max(np.abs(gc))), f"grad {name}")
 
 
 # ============================================================================ transformations
@@ -313,13 +306,13 @@ def test_jit_vmap_axis_and_shift(name, dtype, data):
     args = [S.cast(x, dtype), S.cast(scal, dtype)]
     if name == "gibbs_free_energy":
         q = data.draw(S.probs(5, batch=6)).reshape(2, 3, 5)
-        args = [S.cast(q, dtype), S.cast(np.where(q == 0, -x, -_fin(x)), dtype), args[1]]
+        args = [S.cast(q, dtype), S.cast(np.where(q == 0, -x, -O.finite_part(x)), dtype), args[1]]
     elif name in ("boltzmann", "log_partition", "helmholtz_free_energy"):
         args[0] = -args[0]
     ref = np.asarray(f(*args))
     mag = 1 + np.max(np.where(np.isfinite(x), np.abs(x), 0)) * (1 / scal.min() if name != "helmholtz_free_energy" else 1)
-    mag = min(mag, 1e3 * (1 + np.max(np.abs(_fin(x)))))
-    tol = rtol(dtype, 5) * (1 + np.abs(_fin(ref))) * mag
+    mag = min(mag, 1e3 * (1 + np.max(np.abs(O.finite_part(x)))))
+    tol = O.rtol(dtype, 5) * (1 + np.abs(O.finite_part(ref))) * mag
     O.assert_close(jax.jit(f)(*args), ref, tol, f"jit {name}")
     with jax.disable_jit():
         O.assert_close(f(*args), ref, tol, f"eager {name}")
@@ -341,12 +334,12 @@ def test_shift_invariance(dtype, data, shift):
     c = shift / 8
     zc = S.cast(z.astype(np.float64) + c, dtype)
     t = S.cast(data.draw(S.temperatures(1e-3, 1e3)), dtype)
-    mag = 1 + np.max(np.abs(_fin(zc))) + np.max(np.abs(_fin(z)))
+    mag = 1 + np.max(np.abs(O.finite_part(zc))) + np.max(np.abs(O.finite_part(z)))
     p0, p1 = vfe.tempered_softmax(z, t), vfe.tempered_softmax(zc, t)
     # s = (z - max z)/T is exact here, so the distributions agree to rounding
-    O.assert_close(p1, p0, 2 * rtol(dtype, N), "shift tempered_softmax")
+    O.assert_close(p1, p0, 2 * O.rtol(dtype, N), "shift tempered_softmax")
     f0, f1 = np.asarray(vfe.helmholtz_free_energy(-z, t), np.float64), np.asarray(vfe.helmholtz_free_energy(-zc, t))
-    O.assert_close(f1, f0 - c, 2 * rtol(dtype, N) * (mag + t.astype(np.float64) * np.log(N)), "shift helmholtz")
+    O.assert_close(f1, f0 - c, 2 * O.rtol(dtype, N) * (mag + t.astype(np.float64) * np.log(N)), "shift helmholtz")
 
 
 # ============================================================================ low precision
@@ -359,7 +352,7 @@ def test_low_precision_inputs(name, low):
     q = np.array([[0.5, 0.0, 0.125, 0.125, 0.25], [0.25, 0.25, 0.25, 0.125, 0.125]])
     t = np.array([0.5, 2.0])
     if name == "gibbs_free_energy":
-        args = [q, np.where(q == 0, -z, -_fin(z)), t]
+        args = [q, np.where(q == 0, -z, -O.finite_part(z)), t]
     elif name in ("boltzmann", "log_partition", "helmholtz_free_energy"):
         args = [-z, t]
     else:
@@ -370,5 +363,5 @@ def test_low_precision_inputs(name, low):
     distribution = name in ("tempered_softmax", "tempered_log_softmax", "boltzmann")
     assert got.dtype == (low if distribution else jnp.float32), got.dtype
     # a distribution is rounded to the input dtype at the end: tolerance eps(low) there
-    eps = float(jnp.finfo(low).eps) if distribution else rtol(np.float32, 5)
-    O.assert_close(np.asarray(got, np.float64), ref, eps * (1 + np.abs(_fin(ref))), f"{low.__name__} {name}")
+    eps = float(jnp.finfo(low).eps) if distribution else O.rtol(np.float32, 5)
+    O.assert_close(np.asarray(got, np.float64), ref, eps * (1 + np.abs(O.finite_part(ref))), f"{low.__name__} {name}")
