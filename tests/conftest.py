@@ -4,7 +4,8 @@ Profiles (choose with ``VFE_HYPOTHESIS_PROFILE``):
 
 * ``ci`` (default): derandomised, no example database, no deadline — the same examples on
   every run, so the suite is reproducible and never flaky.
-* ``thorough``: ten times the examples, randomised, for hunting counterexamples locally.
+* ``thorough``: ten times the examples (also for tests that set their own count, through
+  ``strategies.examples``), randomised, for hunting counterexamples locally.
 * ``dev``: few examples, for a quick edit-test loop.
 
 Library functions are tested in float32 explicitly (``dtype`` parameters) and in float64;

@@ -12,6 +12,8 @@ Examples shrink towards small ``n``, unit-scale logits, no masks, no ties and ``
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -22,6 +24,17 @@ BATCH = 2
 # |w| <= 1, all different: weights so that grad(sum_rows w f) is not trivially 0 and mixes rows
 ROW_WEIGHTS = np.cos(np.arange(1, BATCH + 1))
 FLOATS = (np.float32, np.float64)
+
+# Examples per property test: the numbers written in the tests are for the default ``ci``
+# profile; ``VFE_HYPOTHESIS_PROFILE=thorough`` multiplies them by 10 (``dev`` divides by 4).
+# (conftest.py registers the profiles and rejects an unknown name.)
+_EXAMPLE_FACTOR = {"thorough": 10.0, "dev": 0.25}.get(os.environ.get("VFE_HYPOTHESIS_PROFILE", "ci"), 1.0)
+
+
+def examples(n: int) -> int:
+    """``n`` examples scaled by the active Hypothesis profile (at least 1)."""
+    return max(1, round(n * _EXAMPLE_FACTOR))
+
 LOGIT_SCALES = (1.0, 30.0, 1e4)
 
 

@@ -50,7 +50,7 @@ def _j(x):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_entropy_matches_oracle(dtype, data):
     p = S.cast(data.draw(S.probs()), dtype)
@@ -62,7 +62,7 @@ def test_entropy_matches_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_cross_entropy_matches_oracle(dtype, data):
     n = data.draw(S.sizes())
@@ -76,7 +76,7 @@ def test_cross_entropy_matches_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_kl_divergence_matches_generalised_oracle(dtype, data):
     """Every term of the generalised KL is ≥ 0 and computed to a few ulps, so the error is
@@ -93,7 +93,7 @@ def test_kl_divergence_matches_generalised_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_entropy_from_logits_matches_oracle(dtype, data):
     z = S.cast(data.draw(S.logits()), dtype)
@@ -108,7 +108,7 @@ def test_entropy_from_logits_matches_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_cross_entropy_from_logits_matches_oracle(dtype, data):
     n = data.draw(S.sizes())
@@ -124,7 +124,7 @@ def test_cross_entropy_from_logits_matches_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_cross_entropy_with_integer_labels_matches_oracle(dtype, data):
     n = data.draw(S.sizes())
@@ -146,7 +146,7 @@ def _kl_logits_scale(a, b, exact):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_kl_divergence_from_logits_matches_oracle(dtype, data):
     n = data.draw(S.sizes())
@@ -160,7 +160,7 @@ def test_kl_divergence_from_logits_matches_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(x=S.logits(scales=(1.0, 30.0), masks=False))
 def test_units_and_perplexity_match_oracle(dtype, x):
     x = S.cast(np.abs(x), dtype)
@@ -192,7 +192,7 @@ def test_cross_entropy_equals_entropy_plus_kl():
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(pair=S.close_pair())
 def test_kl_divergence_accurate_and_non_negative_for_close_distributions(dtype, pair):
     p, q = (S.cast(x, dtype) for x in pair)
@@ -203,7 +203,7 @@ def test_kl_divergence_accurate_and_non_negative_for_close_distributions(dtype, 
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(pair=S.close_pair())
 def test_kl_divergence_from_logits_accurate_and_non_negative_for_close_distributions(dtype, pair):
     a, b = (S.cast(np.log(x), dtype) for x in pair)
@@ -273,7 +273,7 @@ JACS = {k: jax.jit(jax.jacfwd(f, argnums=nums)) for k, (f, nums) in FUNCS.items(
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("name", sorted(FUNCS))
-@settings(max_examples=10)
+@settings(max_examples=S.examples(10))
 @given(data=st.data())
 def test_derivatives_are_finite_at_the_edges(name, dtype, data):
     args = _draw_args(name, data, dtype, edge=True)
@@ -311,7 +311,7 @@ def _row_grads(name, args):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("name", sorted(FUNCS))
-@settings(max_examples=8)
+@settings(max_examples=S.examples(8))
 @given(data=st.data())
 def test_derivatives_match_oracle_at_interior_points(name, dtype, data):
     """∂H/∂p = -(log p + 1), ∂H/∂z = -p(log p + H), ∂KL/∂a = p(d - KL), ∂KL/∂b = q - p, ...
@@ -327,7 +327,7 @@ def test_derivatives_match_oracle_at_interior_points(name, dtype, data):
 
 
 @pytest.mark.parametrize("name", sorted(FUNCS))
-@settings(max_examples=3)
+@settings(max_examples=S.examples(3))
 @given(data=st.data())
 def test_check_grads_float64_interior(name, data):
     """Finite differences (jax.test_util.check_grads defaults for float64), fwd and rev."""
@@ -339,7 +339,7 @@ def test_check_grads_float64_interior(name, data):
         check_grads(f, args, order=1, modes=("fwd", "rev"), eps=1e-6)
 
 
-@settings(max_examples=20)
+@settings(max_examples=S.examples(20))
 @given(data=st.data())
 def test_masked_logits_equal_logits_clipped_to_minus_1e30(data):
     """A -inf logit is the limit of a very negative one: same value and gradient at -1e30 (float64)."""
@@ -391,7 +391,7 @@ def _scale_tol(dtype, out, n, mag=1.0):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("name", REDUCERS)
-@settings(max_examples=4)
+@settings(max_examples=S.examples(4))
 @given(data=st.data())
 def test_jit_vmap_and_axis_transformations(name, dtype, data):
     """jit ≡ eager (disable_jit), vmap over rows ≡ the batched call, axis=k ≡ moveaxis to -1."""
@@ -412,7 +412,7 @@ def test_jit_vmap_and_axis_transformations(name, dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_nll_transformations(dtype, data):
     z = S.cast(data.draw(S.logits(5, batch=6)).reshape(2, 3, 5), dtype)
@@ -427,7 +427,7 @@ def test_nll_transformations(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data(), shift=st.integers(-80_000, 80_000))
 def test_logits_functions_are_shift_invariant(dtype, data, shift):
     """Adding c to a row of logits changes nothing. Logits and c lie on a 1/8 grid with
@@ -456,7 +456,7 @@ def test_logits_functions_are_shift_invariant(dtype, data, shift):
 
 @pytest.mark.parametrize("low", [jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("name", sorted(FUNCS))
-@settings(max_examples=4)
+@settings(max_examples=S.examples(4))
 @given(data=st.data())
 def test_low_precision_inputs_reduce_in_float32(name, low, data):
     """bfloat16/float16 inputs are accepted and give the float32 result of the upcast inputs."""

@@ -35,7 +35,7 @@ def test_mul_no_nan_and_xlogy_edges(dtype):
 
 
 @pytest.mark.parametrize("dtype", S.FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_kl_term_matches_oracle(dtype, data):
     p, q = (S.cast(x, dtype) for x in (data.draw(S.probs(5)), data.draw(S.probs(5))))

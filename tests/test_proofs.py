@@ -3,6 +3,7 @@
 import pytest
 
 from proofs import all_derivations
+from strategies import examples
 from vfe.derivation import PROVED, REFUTED
 
 DERIVATIONS = all_derivations()
@@ -20,7 +21,7 @@ def test_the_seed_wording_of_b5_is_refuted_and_the_corrected_statement_proved():
 
 @pytest.mark.parametrize("derivation", DERIVATIONS, ids=lambda d: f"{d.claim}-{d.title[:40]}")
 def test_derivation(derivation):
-    report = derivation.verify(max_examples=60)
+    report = derivation.verify(max_examples=examples(60))
     assert report.status == (REFUTED if derivation.expect == "refuted" else PROVED)
     if derivation.expect == "refuted":
         assert report.failure is not None and report.failure.inputs, "a refutation shows its counterexample"
@@ -61,6 +62,6 @@ PLANTED_IN_CATALOGUE = {
 @pytest.mark.parametrize("name", sorted(PLANTED_IN_CATALOGUE))
 def test_planted_error_in_a_catalogue_proof_is_caught_at_its_step(name):
     derivation, number, wrong = PLANTED_IN_CATALOGUE[name]
-    report = _planted(derivation, number, wrong).check(max_examples=60)
+    report = _planted(derivation, number, wrong).check(max_examples=examples(60))
     assert report.status == FAILED
     assert report.failure.step_number == number, report.text()

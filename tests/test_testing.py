@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from strategies import examples
 from vfe import testing as vt
 
-FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FIND = settings(max_examples=2000, deadline=None, database=None)
 DTYPES = (np.float64, np.float32)
 SIZES = (2, 3, 5, 8, 16, 64)

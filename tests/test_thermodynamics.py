@@ -40,7 +40,7 @@ def _row(x):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_tempered_softmax_and_log_softmax_match_oracle(dtype, data):
     z = S.cast(data.draw(S.logits()), dtype)
@@ -56,7 +56,7 @@ def test_tempered_softmax_and_log_softmax_match_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_boltzmann_and_log_partition_match_oracle(dtype, data):
     e = S.cast(data.draw(S.energies()), dtype)
@@ -70,7 +70,7 @@ def test_boltzmann_and_log_partition_match_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_helmholtz_free_energy_matches_oracle(dtype, data):
     e = S.cast(data.draw(S.energies()), dtype)
@@ -83,7 +83,7 @@ def test_helmholtz_free_energy_matches_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_gibbs_free_energy_matches_oracle(dtype, data):
     n = data.draw(S.sizes())
@@ -207,7 +207,7 @@ JACS = {k: jax.jit(jax.jacfwd(f, argnums=nums)) for k, (f, nums) in FUNCS.items(
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("name", sorted(FUNCS))
-@settings(max_examples=10)
+@settings(max_examples=S.examples(10))
 @given(data=st.data())
 def test_derivatives_are_finite_at_the_edges(name, dtype, data):
     """No NaN in grad/jacfwd anywhere (T ∈ [1e-30, 1e30], β = 0, masks, 1e4 logits); finite
@@ -224,7 +224,7 @@ def test_derivatives_are_finite_at_the_edges(name, dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=8)
+@settings(max_examples=S.examples(8))
 @given(data=st.data())
 def test_derivatives_match_oracle_at_interior_points(dtype, data):
     """∂F/∂T = -H(p), ∂F/∂E = p, ∂log Z/∂β = -<E>, ∂log Z/∂E = -βp, ∂p/∂z = p(δ - p)/T,
@@ -260,7 +260,7 @@ def test_derivatives_match_oracle_at_interior_points(dtype, data):
 
 
 @pytest.mark.parametrize("name", sorted(FUNCS))
-@settings(max_examples=3)
+@settings(max_examples=S.examples(3))
 @given(data=st.data())
 def test_check_grads_float64_interior(name, data):
     """Finite differences (check_grads defaults for float64; step 1e-6 keeps q > 0), fwd and rev."""
@@ -268,7 +268,7 @@ def test_check_grads_float64_interior(name, data):
     check_grads(FUNCS[name][0], args, order=1, modes=("fwd", "rev"), eps=1e-6)
 
 
-@settings(max_examples=10)
+@settings(max_examples=S.examples(10))
 @given(data=st.data())
 def test_masked_entries_equal_entries_clipped_to_1e30(data):
     """-inf logits / +inf energies behave as ∓1e30 (float64) wherever exp(-1e30/T) underflows
@@ -295,7 +295,7 @@ def test_masked_entries_equal_entries_clipped_to_1e30(data):
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("name", sorted(FUNCS))
-@settings(max_examples=3)
+@settings(max_examples=S.examples(3))
 @given(data=st.data())
 def test_jit_vmap_axis_and_shift(name, dtype, data):
     """jit ≡ eager, vmap ≡ batched, axis=k ≡ moveaxis, and (logit/energy functions) a shift of
@@ -326,7 +326,7 @@ def test_jit_vmap_axis_and_shift(name, dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=10)
+@settings(max_examples=S.examples(10))
 @given(data=st.data(), shift=st.integers(-80_000, 80_000))
 def test_shift_invariance(dtype, data, shift):
     """Logits and c on a 1/8 grid (|z + c| < 2^17): z + c is exact in float32."""

@@ -50,7 +50,7 @@ def _f_scale(lq, lj):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_free_energy_elbo_evidence_posterior_match_oracle(dtype, data):
     lq, lj = data.draw(model(dtype=dtype))
@@ -69,7 +69,7 @@ def test_free_energy_elbo_evidence_posterior_match_oracle(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_free_energy_is_kl_to_posterior_minus_log_evidence(dtype, data):
     """F(q) = KL(q ‖ p(θ|x)) - log p(x) ≥ -log p(x) (claims B2, B3)."""
@@ -84,7 +84,7 @@ def test_free_energy_is_kl_to_posterior_minus_log_evidence(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_free_energy_at_the_posterior_is_minus_log_evidence(dtype, data):
     """Equality in F ≥ -log p(x) iff q is the posterior (claim B4)."""
@@ -98,7 +98,7 @@ def test_free_energy_at_the_posterior_is_minus_log_evidence(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(data=st.data())
 def test_point_mass_free_energy_is_free_energy_of_one_hot(dtype, data):
     n = data.draw(S.sizes())
@@ -127,7 +127,7 @@ def test_map_and_mle_differ_under_an_informative_prior_and_agree_under_a_flat_on
     assert int(vfe.map_estimate(log_lik + flat)) == int(vfe.mle_estimate(log_lik))
 
 
-@settings(max_examples=15)
+@settings(max_examples=S.examples(15))
 @given(mu0=st.floats(-3, 3), s0=st.floats(0.3, 3), sl=st.floats(0.3, 3), x=st.floats(-3, 3),
        m=st.floats(-3, 3), s=st.floats(0.1, 3))
 def test_gaussian_free_energy_matches_closed_form(mu0, s0, sl, x, m, s):
@@ -165,7 +165,7 @@ LPOST_JAC = jax.jit(jax.jacrev(vfe.log_posterior))
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=10)
+@settings(max_examples=S.examples(10))
 @given(data=st.data())
 def test_derivatives_finite_and_match_oracle(dtype, data):
     """∂F/∂log q = q(log q - log p + 1), ∂F/∂log p = -q, ∂log p(x)/∂log p(x,θ) = posterior;
@@ -185,7 +185,7 @@ def test_derivatives_finite_and_match_oracle(dtype, data):
     O.assert_derivative_finite(vfe.log_posterior(lj), LPOST_JAC(lj), "log_posterior")
 
 
-@settings(max_examples=3)
+@settings(max_examples=S.examples(3))
 @given(data=st.data())
 def test_check_grads_float64_interior(data):
     q = data.draw(S.probs(N, zeros=False, min_log=-5.0))
@@ -197,7 +197,7 @@ def test_check_grads_float64_interior(data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@settings(max_examples=3)
+@settings(max_examples=S.examples(3))
 @given(data=st.data())
 def test_jit_vmap_axis(dtype, data):
     lq, lj = data.draw(model(5, dtype=dtype).map(lambda t: t))

@@ -13,8 +13,8 @@ own JVP rules (so both forward and reverse mode work):
   respect to ``x``.
 
 References:
-  TensorFlow Probability, ``tfp.math.mul_no_nan`` and ``tfp.math.log1psquare`` style
-  helpers; JAX FAQ, "Gradients contain NaN where using where".
+  TensorFlow's ``tf.math.multiply_no_nan`` and ``tf.math.xlogy``; the JAX FAQ entry
+  "Gradients contain NaN where using where".
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def finite_or_max(x: Array) -> Array:
     tangent into NaN.
     """
     big = jnp.finfo(x.dtype).max
-    return jnp.clip(jnp.nan_to_num(x, nan=0.0, posinf=big, neginf=-big), -big, big)
+    return jnp.nan_to_num(x, nan=0.0, posinf=big, neginf=-big)
 
 
 @jax.custom_jvp
