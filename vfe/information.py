@@ -276,9 +276,12 @@ def cross_entropy_with_integer_labels(logits: Float[Array, "*batch n"], labels: 
 
 @_jit_axis
 def _integer_cross_entropy(logits, labels, axis):
-    log_q = jax.nn.log_softmax(upcast(logits), axis=axis)
-    picked = jnp.take_along_axis(log_q, jnp.expand_dims(labels, axis), axis=axis)
-    return -jnp.squeeze(picked, axis)
+    # log Σ exp(z - m) - (z_y - m), m = max z: reductions only, no [*batch, n] log-softmax in
+    # memory, and no cancellation between lse(z) and z_y when the logits are large
+    z = upcast(logits)
+    top = jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))
+    picked = jnp.take_along_axis(z, jnp.expand_dims(labels, axis), axis=axis) - top
+    return jnp.squeeze(jnp.log(jnp.sum(jnp.exp(z - top), axis=axis, keepdims=True)) - picked, axis)
 
 
 def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Float[Array, "*batch n"], *,
