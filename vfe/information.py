@@ -313,51 +313,63 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
     return _kl_divergence_from_logits(a, b, axis=axis)
 
 
-def _log_ratio_last(a, b):
-    """``(p, q, d = log p - log q)`` along the last axis, with ``d`` accurate for ``p ≈ q``.
+def _kl_row_stats(a, b):
+    """Per-row scalars (shape ``(*batch, 1)``) from which every KL term is elementwise.
 
-    ``d = δ - log Σ_j q_j e^{δ_j}`` with ``δ = a - b`` shifted to 0 at the mode of ``q``. When
-    the two distributions are close ("near": ``δ ≤ 30`` wherever both logits are finite, and
-    at most half of ``q``'s mass where ``a`` is masked) the log-sum is
-    ``log1p(Σ q expm1(δ))`` — no cancellation, no overflow; a masked ``a_j`` contributes
-    ``q_j expm1(-inf) = -q_j``. Otherwise ``d = log p - log q``, whose rounding is then
-    small against the divergence.
+    Returns ``(la, lb, ref, shift, near)``: the log-normalisers ``la = lse(a)``,
+    ``lb = lse(b)``, and for the accurate log-ratio ``d = (δ - ref) - shift`` with
+    ``δ = a - b``: ``ref`` is δ at the mode of ``q`` (among entries where both logits are
+    finite) and ``shift = log Σ_j q_j e^{δ_j - ref}``, evaluated as ``log1p(Σ q expm1(δ - ref))``
+    — no cancellation, no overflow — on rows that are ``near`` (``δ - ref ≤ 30`` wherever both
+    are finite, and at most half of ``q``'s mass where ``a`` is masked, whose entries add
+    ``q_j expm1(-inf) = -q_j``). Other rows use ``d = log p - log q``, whose rounding is small
+    against their divergence. Only reductions appear here, so that XLA can fuse each with the
+    elementwise expression it reduces instead of materialising ``[*batch, n]`` arrays.
     """
-    log_p = jax.nn.log_softmax(a, axis=-1)
-    log_q = jax.nn.log_softmax(b, axis=-1)
-    p, q = jnp.exp(log_p), jnp.exp(log_q)
+    la = jax.nn.logsumexp(a, axis=-1, keepdims=True)
+    lb = jax.nn.logsumexp(b, axis=-1, keepdims=True)
     both = jnp.isfinite(a) & jnp.isfinite(b)
-    delta = jnp.where(both, a - b, 0.0)
-    mode = jnp.argmax(jnp.where(both, log_q, -jnp.inf), axis=-1, keepdims=True)
-    delta = delta - jnp.take_along_axis(delta, mode, axis=-1)
+    mode = jnp.argmax(jnp.where(both, b, -jnp.inf), axis=-1, keepdims=True)
+    ref = jnp.take_along_axis(a, mode, axis=-1) - jnp.take_along_axis(b, mode, axis=-1)
+    q = jnp.exp(b - lb)
     masked_mass = jnp.sum(jnp.where(jnp.isneginf(a), q, 0.0), axis=-1, keepdims=True)
-    near = (jnp.max(jnp.where(both, delta, -jnp.inf), axis=-1, keepdims=True) <= 30.0) & (masked_mass <= 0.5)
-    gaps = jnp.where(jnp.isneginf(a), -1.0, jnp.expm1(jnp.where(near & both, delta, 0.0)))
-    shift = jnp.log1p(jnp.sum(jnp.where(q > 0, q * gaps, 0.0), axis=-1, keepdims=True))
-    d = jnp.where(near, delta - shift, log_p - log_q)
+    spread = jnp.max(jnp.where(both, (a - b) - ref, -jnp.inf), axis=-1, keepdims=True)
+    near = (spread <= 30.0) & (masked_mass <= 0.5)
+    gap = jnp.where(both & near, (a - b) - ref, 0.0)
+    shift = jnp.log1p(jnp.sum(jnp.where(both & (q > 0), q * jnp.expm1(gap), 0.0), axis=-1, keepdims=True)
+                      - masked_mass)
+    return la, lb, ref, shift, near
+
+
+def _kl_elements(a, b, stats):
+    """``(p, q, d)`` elementwise from the logits and :func:`_kl_row_stats`."""
+    la, lb, ref, shift, near = stats
+    p, q = jnp.exp(a - la), jnp.exp(b - lb)
+    d = jnp.where(near, ((a - b) - ref) - shift, (a - la) - (b - lb))
     d = jnp.where(jnp.isneginf(b) & ~jnp.isneginf(a), jnp.inf, d)
     d = jnp.where(jnp.isneginf(a), -jnp.inf, d)
     return p, q, d
 
 
+def _kl_value_last(a, b):
+    """``(row stats, KL)``. KL is ``+inf`` wherever ``b`` masks a token that ``a`` allows, even
+    if ``p`` underflows there (the support of ``softmax(a)`` is where ``a`` is finite)."""
+    stats = _kl_row_stats(a, b)
+    escapes = jnp.any(jnp.isfinite(a) & jnp.isneginf(b), axis=-1)
+    return stats, jnp.where(escapes, jnp.inf, jnp.sum(kl_term(*_kl_elements(a, b, stats)), axis=-1))
+
+
 @jax.custom_jvp
 def _kl_from_logits_last(a, b):
-    return _kl_value_last(a, b)[3]
-
-
-def _kl_value_last(a, b):
-    """``(p, q, d, KL)``; ``+inf`` wherever ``b`` masks a token that ``a`` allows, even if
-    ``p`` underflows there (the support of ``softmax(a)`` is where ``a`` is finite)."""
-    p, q, d = _log_ratio_last(a, b)
-    escapes = jnp.any(jnp.isfinite(a) & jnp.isneginf(b), axis=-1)
-    return p, q, d, jnp.where(escapes, jnp.inf, jnp.sum(kl_term(p, q, d), axis=-1))
+    return _kl_value_last(a, b)[1]
 
 
 @_kl_from_logits_last.defjvp
 def _kl_from_logits_last_jvp(primals, tangents):
     a, b = primals
     a_dot, b_dot = tangents
-    p, q, d, kl = _kl_value_last(a, b)
+    stats, kl = _kl_value_last(a, b)
+    p, q, d = _kl_elements(a, b, stats)
     finite = jnp.isfinite(kl)[..., None]
     coef_a = jnp.where((p == 0) | ~finite, 0.0, p * (d - jnp.where(finite, kl[..., None], 0.0)))
     coef_b = jnp.where(finite, q - p, 0.0)
