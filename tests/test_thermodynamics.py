@@ -365,3 +365,27 @@ def test_low_precision_inputs(name, low):
     # a distribution is rounded to the input dtype at the end: tolerance eps(low) there
     eps = float(jnp.finfo(low).eps) if distribution else O.rtol(np.float32, 5)
     O.assert_close(np.asarray(got, np.float64), ref, eps * (1 + np.abs(O.finite_part(ref))), f"{low.__name__} {name}")
+
+
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_temperature_broadcasts_as_a_scalar_or_over_the_batch(axis):
+    """A Python float, a 0-d array and a batch-shaped array of temperatures give the values of the
+    row-by-row formulas, on a 3-D input and along either axis (a scalar T once crashed Gibbs)."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4, 2, 3))
+    q = rng.dirichlet(np.ones(3), size=(4, 2))
+    if axis == 0:
+        z, q = np.moveaxis(z, -1, 0), np.moveaxis(q, -1, 0)
+    batch = (4, 2)  # the shape without the distribution axis, for either axis
+    last = lambda x: np.moveaxis(x, axis, -1)  # noqa: E731
+    t_batch = np.array([0.5, 2.0])  # broadcasts over the last batch dimension
+    for t in (2.0, np.float64(2.0), jnp.asarray(2.0), t_batch):
+        tt = np.broadcast_to(np.asarray(t), batch)[..., None]
+        zl, ql = last(z), last(q)
+        p = np.exp(zl / tt) / np.sum(np.exp(zl / tt), -1, keepdims=True)
+        f = -tt[..., 0] * np.log(np.sum(np.exp(-(-zl) / tt), -1))
+        g = np.sum(ql * -zl, -1) + tt[..., 0] * np.sum(ql * np.log(ql), -1)
+        tol = O.rtol(np.float64, 3)
+        O.assert_close(last(np.asarray(vfe.tempered_softmax(z, t, axis=axis))), p, tol, "tempered_softmax")
+        O.assert_close(vfe.helmholtz_free_energy(-z, t, axis=axis), f, tol * 10, "helmholtz_free_energy")
+        O.assert_close(vfe.gibbs_free_energy(q, -z, t, axis=axis), g, tol * 10, "gibbs_free_energy")

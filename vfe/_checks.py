@@ -63,13 +63,12 @@ def same_shape(func: str, names: tuple[str, str], a: jax.Array, b: jax.Array) ->
         )
 
 
-def positive_scale(func: str, name: str, value, batch_shape: tuple[int, ...], *, allow_zero: bool = False,
-                   allow_inf: bool = False) -> jax.Array:
+def positive_scale(func: str, name: str, value, batch_shape: tuple[int, ...], *, allow_zero: bool = False
+                   ) -> jax.Array:
     """A temperature or inverse temperature as a floating array broadcastable to ``batch_shape``.
 
     A Python/NumPy number is checked here: it must be ``> 0`` (or ``≥ 0`` with
-    ``allow_zero``) and finite (unless ``allow_inf``). Array values are not inspected
-    (use :mod:`vfe.validate`).
+    ``allow_zero``) and finite. JAX array values are not inspected (use :mod:`vfe.validate`).
     """
     if isinstance(value, (numbers.Real, np.ndarray, np.generic)) and not isinstance(value, (bool, np.bool_)):
         arr = np.asarray(value)
@@ -81,14 +80,14 @@ def positive_scale(func: str, name: str, value, batch_shape: tuple[int, ...], *,
         if np.any(bad):
             bound = "≥ 0" if allow_zero else "> 0"
             raise ValueError(f"{func}: argument `{name}` must be {bound}, got {value!r}")
-        if not allow_inf and np.any(np.isinf(arr)):
+        if np.any(np.isinf(arr)):
             raise ValueError(f"{func}: argument `{name}` must be finite, got {value!r}")
     elif isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{func}: argument `{name}` must be a number, got a bool")
     arr = jnp.asarray(value)
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.promote_types(arr.dtype, jnp.float32)) if jnp.issubdtype(arr.dtype, jnp.integer) \
-            else floating(func, name, arr)
+    if jnp.issubdtype(arr.dtype, jnp.integer):
+        arr = arr.astype(jnp.promote_types(arr.dtype, jnp.float32))
+    arr = floating(func, name, arr)
     try:
         np.broadcast_shapes(arr.shape, batch_shape)
     except ValueError:

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from vfe import _checks
-from vfe._numerics import compute_dtype, finite_or_max, mul_no_nan, upcast, xlogy
+from vfe._numerics import finite_or_max, mul_no_nan, upcast, xlogy
 
 __all__ = [
     "tempered_softmax",
@@ -271,10 +271,9 @@ def gibbs_free_energy(probs: Float[Array, "*batch n"], energies: Float[Array, "*
       ``G_T(q)`` of shape ``(*batch,)``.
     """
     func = "gibbs_free_energy"
-    q = _checks.floating(func, "probs", probs)
-    energies = _checks.floating(func, "energies", energies)
-    _checks.same_shape(func, ("probs", "energies"), q, energies)
     x, t, axis = _prepare(func, "energies", energies, "temperature", temperature, axis)
+    q = _checks.floating(func, "probs", probs)
+    _checks.same_shape(func, ("probs", "energies"), q, x)
     return _gibbs(q, x, t, axis=axis)
 
 
@@ -298,6 +297,6 @@ def _gibbs_terms_jvp(primals, tangents):
 
 @functools.partial(jax.jit, static_argnames=("axis",))
 def _gibbs(q, energies, temperature, axis):
-    q, e = upcast(q), upcast(energies)
-    t = jnp.expand_dims(jnp.asarray(temperature, compute_dtype(q.dtype)), axis)
-    return jnp.sum(_gibbs_terms(q, e, jnp.broadcast_to(t, q.shape)), axis=axis)
+    e, t = _last(energies, temperature, axis)
+    q = jnp.moveaxis(upcast(q), axis, -1)
+    return jnp.sum(_gibbs_terms(q, e, jnp.broadcast_to(t, q.shape)), axis=-1)
