@@ -4,7 +4,7 @@ Examples:
     python -m proofs                      # every registered derivation
     python -m proofs -k A1 -k C -n 500    # select by id or title substring
     python -m proofs --file my_proofs.py  # a user's own derivations
-    python -m proofs --markdown PROOFS.md
+    python -m proofs --markdown docs/PROOFS.md --figures docs/figures
 
 Exit status: 0 when nothing FAILED, 1 when a derivation FAILED, 2 for a bad
 option or value (a one-line message on stderr, never a traceback).
@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from proofs import document
+from proofs.catalogue import NOT_CHECKABLE, PENDING
 from vfe.derivation import Derivation, Report, collect
 
 PROG = "python -m proofs"
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check every module-level Derivation of this module; repeatable")
     source.add_argument("--file", action="append", default=[], type=Path, metavar="PATH.py",
                         help="check every module-level Derivation of this Python file; repeatable")
+    parser.add_argument("--figures", type=Path, metavar="DIR",
+                        help="also draw the catalogue's figures into DIR (needs the [figures] extra: matplotlib)")
     parser.add_argument("--list", action="store_true", help="list the selected ids and titles, check nothing")
     return parser
 
@@ -170,9 +174,30 @@ def summary(reports: Sequence[Report], seconds: float) -> str:
     return f"{len(reports)} {noun}: {parts} in {seconds:.1f} s"
 
 
-def markdown(reports: Sequence[Report]) -> str:
-    """The catalogue: a heading, then each report's Markdown."""
-    return "# Derivations\n\n" + "\n".join(r.markdown() for r in reports)
+def markdown(reports: Sequence[Report], project: bool = True) -> str:
+    """The catalogue document (``project``), or a user's derivations one after another."""
+    if not project:
+        return "# Derivations\n\n" + "\n".join(r.markdown() for r in reports)
+    from proofs import all_claims
+
+    return document.render(reports, all_claims())
+
+
+def accounting(derivations: Sequence[Derivation]) -> str:
+    """What the catalogue holds besides the checked derivations: pending and not checkable claims."""
+    from proofs import all_claims
+
+    claims = all_claims()
+    proved = {d.claim for d in derivations}
+    lines = [f"claims with derivations: {len([c for c in claims if c.id in proved])} of {len(claims)} declared"]
+    missing = [c.id for c in claims if c.id not in proved]
+    if missing:
+        lines.append(f"declared without a derivation: {', '.join(missing)}")
+    if PENDING:
+        lines.append(f"pending (proofs not written yet): {', '.join(sorted(PENDING))}")
+    for item in NOT_CHECKABLE:
+        lines.append(f"not checkable (seeds/{item.seed}): {item.wording} — {item.reason}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.markdown is not None and not args.markdown.parent.is_dir():
             raise UsageError(f"--markdown: no such directory: {args.markdown.parent}")
+        project = not (args.module or args.file)
+        if args.figures is not None and not args.figures.parent.is_dir():
+            raise UsageError(f"--figures: no such directory: {args.figures.parent}")
+        if args.figures is not None and not project:
+            raise UsageError("--figures draws the project's catalogue; it cannot be combined with --module/--file")
         if args.module or args.file:
             derivations = [d for name in args.module for d in load_module(name)]
             derivations += [d for path in args.file for d in load_file(path)]
@@ -197,8 +227,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.list:
         for d in derivations:
-            print(f"{d.claim:<6} {d.title}")
+            print(f"{d.claim:<6} {d.kind:<14} {d.title}")
         return 0
+
+    if args.figures is not None:
+        from proofs import figures
+
+        try:
+            written = figures.draw_all(args.figures)
+        except figures.MissingDependency as exc:
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(written)} figures to {args.figures}")
 
     start = time.perf_counter()
     reports = run(derivations, args.examples)
@@ -206,9 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not report.ok:
             print("\n" + report.text())
     print("\n" + summary(reports, time.perf_counter() - start))
+    if project and not args.select:
+        print(accounting(derivations))
     if args.markdown is not None:
         try:
-            args.markdown.write_text(markdown(reports), encoding="utf-8")
+            args.markdown.write_text(markdown(reports, project), encoding="utf-8")
         except OSError as exc:
             print(f"{PROG}: error: --markdown: {exc}", file=sys.stderr)
             return 2

@@ -6,8 +6,20 @@ import jax.numpy as jnp
 from hypothesis import strategies as st
 
 import vfe
+from proofs.catalogue import Claim
 from vfe import testing as vt
 from vfe.derivation import Derivation, Step, Terms
+
+CLAIMS = (
+    Claim(
+        id="A1", title="Cross-entropy = entropy + KL divergence", seeds=("002",),
+        wording="「H(p,q)=H(p)+D_{\\mathrm{KL}}(p|q) が成り立つ」 (\"H(p,q) = H(p) + KL(p‖q) holds\"), "
+                "after defining H(p,q) = −Σ p log q",
+        statement=r"$H(p,q) = -\sum_i p_i\log q_i = H(p) + \mathrm{KL}(p\,\|\,q)$, with $0\log 0 = 0$, "
+                  r"and $+\infty$ on both sides when $q_i = 0 < p_i$",
+        functions=("vfe.cross_entropy", "vfe.entropy", "vfe.kl_divergence"),
+    ),
+)
 
 
 def _pairs(pq):

@@ -57,7 +57,7 @@ def test_select_correct_one_exits_0(user_file, capsys):
 
 def test_select_by_title_substring(user_file, capsys):
     assert main(["--file", str(user_file), "--list", "-k", "expansion"]) == 0
-    assert capsys.readouterr().out.split() == ["U2", "Wrong", "expansion"]
+    assert capsys.readouterr().out.split() == ["U2", "identity", "Wrong", "expansion"]
 
 
 def test_list_lists_ids_without_checking(user_file, capsys):

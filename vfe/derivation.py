@@ -52,6 +52,7 @@ Compilation:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -66,25 +67,38 @@ from hypothesis import strategies as st
 jax.config.update("jax_enable_x64", True)
 
 __all__ = [
+    "KINDS",
     "RTOL",
+    "SETTLE",
     "Derivation",
     "DerivationFailed",
     "Failure",
     "Report",
+    "Schedule",
     "Step",
     "Terms",
     "check",
     "collect",
+    "geometric",
     "relative_error",
 ]
 
 RTOL: float = 1e-9
 """Relative tolerance of every step (see the module docstring)."""
 
-Relation = Literal["=", "<=", ">="]
-RELATIONS: tuple[str, ...] = ("=", "<=", ">=")
+Relation = Literal["=", "<=", ">=", "->"]
+RELATIONS: tuple[str, ...] = ("=", "<=", ">=", "->")
 
-_LATEX_RELATION = {"=": "=", "<=": r"\le", ">=": r"\ge"}
+_LATEX_RELATION = {"=": "=", "<=": r"\le", ">=": r"\ge", "->": r"\to"}
+
+KINDS: tuple[str, ...] = ("identity", "inequality", "limit", "variational", "derivative", "distributional")
+"""Kinds of check (``CLAIMS.md``): a chain of equalities, of inequalities, a limit along a
+schedule, a minimum or minimiser checked by optimisation, a derivative checked by autodiff and
+finite differences, a law checked by sampling. See :mod:`vfe.methods` for the numerical methods
+that compute the non-closed-form steps of the last four."""
+
+SETTLE: int = 3
+"""A ``"->"`` step must hold within its tolerance at the last ``SETTLE`` points of the schedule."""
 
 PROVED = "proved"
 REFUTED = "refuted as declared"
@@ -115,40 +129,90 @@ class Step:
         fn: JAX function of the inputs, called with keyword arguments (use
             ``**_`` to ignore some); returns a scalar, an array, or
             :class:`Terms` (a sum of terms).
-        relation: relation to the previous step: ``"="``, ``"<="`` or
-            ``">="``. ``None`` (the default) means ``"="``, except for the
-            first step, which has no relation.
+        relation: relation to the previous step: ``"="``, ``"<="``, ``">="``,
+            or ``"->"`` (the previous step tends to this one along the
+            derivation's schedule). ``None`` (the default) means ``"="``,
+            except for the first step, which has no relation.
+        tol: the step's relative tolerance; ``None`` means :data:`RTOL`. A
+            step computed by a numerical method (optimisation, finite
+            differences, sampling, a limit) states the accuracy of that method
+            here (see :mod:`vfe.methods`), and the documentation shows it.
     """
 
     latex: str
     why: str
     fn: Callable[..., Any]
     relation: Relation | None = None
+    tol: float | None = None
 
     def __post_init__(self) -> None:
-        """Validates the relation and the function."""
+        """Validates the relation, the function and the tolerance."""
         if self.relation is not None and self.relation not in RELATIONS:
             raise ValueError(f"Step {self.latex!r}: relation must be one of {RELATIONS}, got {self.relation!r}")
         if not callable(self.fn):
             raise TypeError(f"Step {self.latex!r}: fn must be callable, got {type(self.fn).__name__}")
+        if self.tol is not None and not (isinstance(self.tol, (int, float)) and 0 < self.tol < 1):
+            raise ValueError(f"Step {self.latex!r}: tol must be a number in (0, 1), got {self.tol!r}")
+
+    @property
+    def tolerance(self) -> float:
+        """The tolerance this step is checked with."""
+        return RTOL if self.tol is None else float(self.tol)
 
 
 def chain_relation(relations: Sequence[str]) -> str:
     """Composes step relations into the relation between the first and last step.
 
     Args:
-        relations: the relations of steps 2..n (each ``"="``, ``"<="`` or ``">="``).
+        relations: the relations of steps 2..n (each one of :data:`RELATIONS`).
 
     Returns:
-        ``"="`` if all are ``"="``, else the single inequality used.
+        ``"="`` if all are ``"="``, else the single other relation used.
 
     Raises:
-        ValueError: if both ``"<="`` and ``">="`` occur.
+        ValueError: if both ``"<="`` and ``">="`` occur, or ``"->"`` with an inequality.
     """
     used = set(relations) - {"="}
-    if len(used) > 1:
+    if {"<=", ">="} <= used:
         raise ValueError("a chain cannot mix '<=' and '>=' steps: the relation between its ends would be unknown")
+    if len(used) > 1:
+        raise ValueError("a chain cannot mix '->' (a limit) with an inequality")
     return used.pop() if used else "="
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The points along which a limit derivation is evaluated.
+
+    Attributes:
+        name: the input name the step functions receive (e.g. ``"T"``).
+        values: the points, in the order of approach (the last is nearest the limit).
+        latex: the limit in LaTeX, e.g. ``r"T \to 0"``.
+    """
+
+    name: str
+    values: tuple[float, ...]
+    latex: str
+
+    def __post_init__(self) -> None:
+        """Validates the schedule."""
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+        if len(self.values) < SETTLE + 1:
+            raise ValueError(f"Schedule {self.name!r}: needs at least {SETTLE + 1} points, got {len(self.values)}")
+        if not all(math.isfinite(v) for v in self.values):
+            raise ValueError(f"Schedule {self.name!r}: the points must be finite")
+
+
+def geometric(name: str, start: float, stop: float, num: int, latex: str) -> Schedule:
+    """A geometric schedule ``start, start·r, ..., stop`` of ``num`` points.
+
+    Example:
+        >>> geometric("T", 1.0, 1e-3, 4, r"T \to 0").values
+        (1.0, 0.1, 0.01, 0.001)
+    """
+    if start == 0 or stop == 0 or (start > 0) != (stop > 0):
+        raise ValueError(f"geometric({name!r}): start and stop must be non-zero with the same sign")
+    return Schedule(name, tuple(np.geomspace(start, stop, num).tolist()), latex)
 
 
 def relative_error(
@@ -199,6 +263,8 @@ class Failure:
         value: value of the failing step (None if not computed).
         error: relative error (see :func:`relative_error`); NaN for an exception.
         message: for an exception or a shape mismatch, what went wrong; else "".
+        tol: the tolerance the step was checked with.
+        at: for a limit, where along the schedule it failed (e.g. ``"T = 1e-30"``); else "".
     """
 
     step_number: int
@@ -210,6 +276,8 @@ class Failure:
     value: np.ndarray | None = None
     error: float = math.nan
     message: str = ""
+    tol: float = RTOL
+    at: str = ""
 
     @property
     def is_error(self) -> bool:
@@ -223,9 +291,10 @@ class Failure:
         if self.message:
             lines.append(f"  {self.message}")
         else:
-            lines.append(f"  previous value: {_fmt(self.previous)}")
-            lines.append(f"  this value:     {_fmt(self.value)}")
-            lines.append(f"  relative error {self.error:.3g} > tolerance {RTOL:g}")
+            at = f" at {self.at}" if self.at else ""
+            lines.append(f"  previous value{at}: {_fmt(self.previous)}")
+            lines.append(f"  this value{at}:     {_fmt(self.value)}")
+            lines.append(f"  relative error {self.error:.3g} > tolerance {self.tol:g}")
         lines.append(f"  counterexample: {_fmt_inputs(self.inputs)}")
         return "\n".join(lines)
 
@@ -242,11 +311,16 @@ class Report:
         relation: relation between the first and the last step.
         expect: ``"proved"`` or ``"refuted"``.
         n_examples: number of input examples evaluated.
-        max_error: largest relative error seen over all steps and examples.
+        max_error: largest relative error seen over all steps and examples (for
+            a ``"->"`` step, over the settled end of the schedule).
         status: ``"proved"``, ``"refuted as declared"`` or ``"FAILED"``.
         failure: the first failing step on the counterexample, if any.
         reason: why the status is FAILED (one line), else "".
         seconds: wall time of the check.
+        kind: the kind of check (one of :data:`KINDS`).
+        schedule: the schedule of a limit derivation, else None.
+        notes: what the check measured besides pass/fail (a limit's rate of
+            convergence), else "".
     """
 
     claim: str
@@ -261,6 +335,9 @@ class Report:
     failure: Failure | None
     reason: str
     seconds: float
+    kind: str = "identity"
+    schedule: Schedule | None = None
+    notes: str = ""
 
     @property
     def ok(self) -> bool:
@@ -270,50 +347,66 @@ class Report:
     @staticmethod
     def header() -> str:
         """Header line matching :meth:`row`."""
-        return f"{'id':<6} {'claim':<44} {'steps':>5} {'examples':>8} {'max err':>9}  {'status':<19} {'time':>7}"
+        return (f"{'id':<6} {'claim':<44} {'kind':<14} {'steps':>5} {'examples':>8} {'max err':>9}  "
+                f"{'status':<19} {'time':>7}")
 
     def row(self) -> str:
-        """One-line table row: id, title, steps, examples, largest error, status, time."""
+        """One-line table row: id, title, kind, steps, examples, largest error, status, time."""
         title = self.title if len(self.title) <= 44 else self.title[:43] + "…"
         err = "—" if math.isnan(self.max_error) else f"{self.max_error:.1e}"
         return (
-            f"{self.claim:<6} {title:<44} {len(self.steps):>5} {self.n_examples:>8} {err:>9}  "
+            f"{self.claim:<6} {title:<44} {self.kind:<14} {len(self.steps):>5} {self.n_examples:>8} {err:>9}  "
             f"{self.status:<19} {self.seconds:>6.2f}s"
         )
 
     def text(self) -> str:
-        """Multi-line text: the status line, then the failure (if any)."""
+        """Multi-line text: the status line, the notes, then the failure (if any)."""
         head = f"{self.claim} {self.title}: {self.status}"
         if self.reason:
             head += f" ({self.reason})"
         lines = [head, f"  claim: {self.statement}"]
+        if self.notes:
+            lines.append(f"  {self.notes}")
         if self.failure is not None:
             lines += ["  " + line for line in self.failure.text().splitlines()]
         return "\n".join(lines)
 
     __str__ = text
 
-    def markdown(self) -> str:
-        """Markdown: title, statement, numbered steps with justifications, result."""
-        lines = [f"### {self.claim}: {self.title}", "", f"$$ {self.statement} $$", ""]
+    def markdown(self, heading: str = "###") -> str:
+        """Markdown: title, kind, statement, numbered steps with justifications, result.
+
+        The text depends only on the derivation and on what the check found
+        (never on timings or on the last digits of rounding errors), so a
+        committed rendering can be compared with a fresh one.
+        """
+        lines = [f"{heading} {self.claim}: {self.title}", "", f"*Check: {self.kind}.*", "",
+                 f"$$ {self.statement} $$", ""]
+        if self.schedule is not None:
+            values = self.schedule.values
+            lines += [f"Evaluated along ${self.schedule.latex}$: {self.schedule.name} = "
+                      f"{_fmt_point(values[0])}, …, {_fmt_point(values[-1])} ({len(values)} points, geometric).", ""]
         for i, step in enumerate(self.steps):
             rel = "" if i == 0 else f"{_LATEX_RELATION[step.relation or '=']} "
-            lines.append(f"{i + 1}. ${rel}{step.latex}$ — {step.why}")
+            tol = "" if step.tol is None else f" *(tolerance {step.tol:.0e})*"
+            lines.append(f"{i + 1}. ${rel}{step.latex}$ — {step.why}{tol}")
         lines += ["", f"**Result:** {self._result_sentence()}"]
+        if self.notes:
+            lines += ["", self.notes]
         if self.failure is not None:
             f = self.failure
+            at = f" at {f.at}" if f.at else ""
             lines.append("")
-            lines.append(f"Step {f.step_number} fails on the counterexample `{_fmt_inputs(f.inputs)}`: " + (
+            lines.append(f"Step {f.step_number} fails{at} on the counterexample `{_fmt_inputs(f.inputs, 6)}`: " + (
                 f"{f.message}." if f.message else
-                f"`{_fmt(f.previous)}` vs `{_fmt(f.value)}` (relative error {f.error:.3g})."
+                f"`{_fmt(f.previous, 6)}` vs `{_fmt(f.value, 6)}`."
             ))
         return "\n".join(lines) + "\n"
 
     def _result_sentence(self) -> str:
-        """The result as one sentence."""
-        err = f"largest relative error {self.max_error:.1e}, tolerance {RTOL:g}"
+        """The result as one sentence (no measured figures: see :meth:`markdown`)."""
         if self.status == PROVED:
-            return f"proved on {self.n_examples} examples ({err})."
+            return f"proved on {self.n_examples} examples (default tolerance {RTOL:g})."
         if self.status == REFUTED:
             return f"refuted as declared (counterexample found after {self.n_examples} example{'s' if self.n_examples != 1 else ''})."
         return f"FAILED: {self.reason}."
@@ -343,11 +436,25 @@ class Derivation:
         examples: input dicts always checked first (e.g. a known counterexample).
         expect: ``"proved"`` (every step holds), or ``"refuted"`` (the checker
             must find a counterexample: a step that fails numerically).
+        kind: one of :data:`KINDS`; by default ``"limit"`` for a chain with a
+            ``"->"`` step, ``"inequality"`` for one with ``"<="``/``">="``,
+            else ``"identity"``. Declare ``"variational"``, ``"derivative"``
+            or ``"distributional"`` when steps use those methods of :mod:`vfe.methods`.
+        schedule: for a limit: the step functions also receive
+            ``schedule.name``, and the chain is evaluated at every point of the
+            schedule. ``"="``/``"<="``/``">="`` steps must hold at every point; a
+            ``"->"`` step must hold within its tolerance at the last
+            :data:`SETTLE` points, and the report gives its observed rate.
+        max_examples: an upper bound on the Hypothesis examples of any check of
+            this derivation (for checks whose every example is costly, e.g. a
+            training run); None for no bound.
 
     Raises:
         ValueError: on construction, for fewer than two steps, a relation on the
-            first step, a chain mixing ``"<="`` and ``">="``, a bad ``expect``,
-            or not exactly one of ``inputs``/``variables``.
+            first step, a chain mixing ``"<="`` and ``">="`` (or ``"->"`` and an
+            inequality), a bad ``expect`` or ``kind``, a ``"->"`` step without a
+            schedule (or a schedule whose name is also an input), or not exactly
+            one of ``inputs``/``variables``.
     """
 
     claim: str
@@ -358,6 +465,9 @@ class Derivation:
     variables: Mapping[str, st.SearchStrategy[Any]] | None = None
     examples: Sequence[Mapping[str, Any]] = ()
     expect: Literal["proved", "refuted"] = "proved"
+    kind: str | None = None
+    schedule: Schedule | None = None
+    max_examples: int | None = None
     _chain: Callable[..., Any] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -372,25 +482,42 @@ class Derivation:
         if self.steps[0].relation is not None:
             raise ValueError(f"{where}: the first step has no relation (got {self.steps[0].relation!r})")
         try:
-            chain_relation([s.relation or "=" for s in self.steps[1:]])
+            relation = chain_relation([s.relation or "=" for s in self.steps[1:]])
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         if self.expect not in ("proved", "refuted"):
             raise ValueError(f"{where}: expect must be 'proved' or 'refuted', got {self.expect!r}")
+        if self.kind is None:
+            self.kind = {"->": "limit", "<=": "inequality", ">=": "inequality"}.get(relation, "identity")
+        if self.kind not in KINDS:
+            raise ValueError(f"{where}: kind must be one of {KINDS}, got {self.kind!r}")
+        if relation == "->" and self.schedule is None:
+            raise ValueError(f"{where}: a '->' step needs a schedule= to evaluate the limit along")
+        if self.schedule is not None and not isinstance(self.schedule, Schedule):
+            raise TypeError(f"{where}: schedule must be a Schedule (see geometric())")
         if (self.inputs is None) == (self.variables is None):
             raise ValueError(f"{where}: give exactly one of inputs= (a strategy) and variables= (a dict of strategies)")
+        if self.max_examples is not None and (not isinstance(self.max_examples, int) or self.max_examples < 1):
+            raise ValueError(f"{where}: max_examples must be a positive int or None, got {self.max_examples!r}")
         if self.variables is not None:
+            if self.schedule is not None and self.schedule.name in self.variables:
+                raise ValueError(f"{where}: the schedule's name {self.schedule.name!r} is also an input")
             self.inputs = st.fixed_dictionaries(dict(self.variables))
-        self._chain = jax.jit(self._evaluate_all)
+        self._chain = jax.jit(self._evaluate_all if self.schedule is None else self._evaluate_along)
 
     @property
     def relation(self) -> str:
-        """Relation between the first and the last step (``"="``, ``"<="`` or ``">="``)."""
+        """Relation between the first and the last step (one of :data:`RELATIONS`)."""
         return chain_relation([s.relation or "=" for s in self.steps[1:]])
 
     def _evaluate_all(self, inputs: dict[str, jax.Array]) -> list[tuple[jax.Array, jax.Array]]:
         """(value, scale) of every step; traced once per input signature."""
         return [_value_and_scale(step, inputs) for step in self.steps]
+
+    def _evaluate_along(self, inputs: dict[str, jax.Array]) -> list[tuple[jax.Array, jax.Array]]:
+        """(value, scale) of every step at every schedule point (leading axis)."""
+        points = jnp.asarray(self.schedule.values, dtype=jnp.float64)
+        return jax.vmap(lambda t: self._evaluate_all({**inputs, self.schedule.name: t}))(points)
 
     def check(self, max_examples: int = 100, *, derandomize: bool = True) -> Report:
         """Checks the derivation; see :func:`check`."""
@@ -435,6 +562,7 @@ class _Outcome:
 
     max_error: float
     failure: Failure | None
+    notes: str = ""
 
 
 def _evaluate(derivation: Derivation, raw: Mapping[str, Any]) -> _Outcome:
@@ -450,24 +578,59 @@ def _evaluate(derivation: Derivation, raw: Mapping[str, Any]) -> _Outcome:
         rel = None if number == 1 else step.relation or "="
         return _Outcome(math.nan, Failure(number, step.latex, step.why, rel, shown,
                                           message=f"{type(exc).__name__}: {_first_line(exc)}"))
-    worst = 0.0
+    worst, notes = 0.0, []
     for i in range(1, len(steps)):
         (a, s_a), (b, s_b) = results[i - 1], results[i]
         step, rel = steps[i], steps[i].relation or "="
+        fail = functools.partial(Failure, i + 1, step.latex, step.why, rel, shown, tol=step.tolerance)
         if a.shape != b.shape:
             msg = f"shape {b.shape} differs from the previous step's shape {a.shape}"
-            return _Outcome(math.nan, Failure(i + 1, step.latex, step.why, rel, shown, a, b, message=msg))
-        err = relative_error(a, b, rel, s_a, s_b)
-        worst = max(worst, err)
-        if not err <= RTOL:
-            return _Outcome(worst, Failure(i + 1, step.latex, step.why, rel, shown, a, b, err))
-    return _Outcome(worst, None)
+            return _Outcome(math.nan, fail(a, b, message=msg))
+        if derivation.schedule is None:
+            err = relative_error(a, b, rel, s_a, s_b)
+            worst = max(worst, err)
+            if not err <= step.tolerance:
+                return _Outcome(worst, fail(a, b, err))
+            continue
+        errors = [relative_error(a[k], b[k], "=" if rel == "->" else rel, s_a[k], s_b[k]) for k in range(len(a))]
+        checked = range(len(errors) - SETTLE, len(errors)) if rel == "->" else range(len(errors))
+        for k in checked:
+            worst = max(worst, errors[k])
+            if not errors[k] <= step.tolerance:
+                at = f"{derivation.schedule.name} = {_fmt_point(derivation.schedule.values[k])}"
+                return _Outcome(worst, fail(a[k], b[k], errors[k], at=at))
+        if rel == "->":
+            notes.append(_convergence_note(i + 1, derivation.schedule, errors, step.tolerance))
+    return _Outcome(worst, None, " ".join(notes))
+
+
+def _convergence_note(number: int, schedule: Schedule, errors: Sequence[float], tol: float) -> str:
+    """How a ``"->"`` step converged: where it came within tolerance, and its observed order.
+
+    The order is the slope of ``log error`` against ``log |t - t_∞|`` between the last two
+    points whose errors are finite and above rounding (``> 1e-14``), with ``t_∞ = 0`` for a
+    schedule tending to 0 and ``1/t`` used for one tending to infinity.
+    """
+    t = np.abs(np.asarray(schedule.values))
+    distance = t if t[-1] < t[0] else 1.0 / t
+    settled = len(errors)
+    while settled > 0 and errors[settled - 1] <= tol:
+        settled -= 1
+    reached = f"within tolerance from {schedule.name} = {_fmt_point(schedule.values[settled])}"
+    usable = [k for k, e in enumerate(errors) if math.isfinite(e) and e > 1e-14]
+    if len(usable) < 2:
+        return f"Step {number}: {reached} (error below 1e-14 at all but {len(usable)} points)."
+    k0, k1 = usable[-2], usable[-1]
+    order = math.log(errors[k1] / errors[k0]) / math.log(distance[k1] / distance[k0])
+    return f"Step {number}: {reached}; observed order {order:.2g} (error ∝ distance^{order:.2g} near the end)."
 
 
 def _raising_step(derivation: Derivation, raw: Mapping[str, Any]) -> int:
     """1-based number of the first step whose tracing raises (1 if none does)."""
     try:
         inputs = {k: _to_jax(v) for k, v in raw.items()}
+        if derivation.schedule is not None:
+            inputs[derivation.schedule.name] = jnp.asarray(derivation.schedule.values[-1], dtype=jnp.float64)
     except Exception:
         return 1
     for number, step in enumerate(derivation.steps, start=1):
@@ -502,7 +665,8 @@ def check(derivation: Derivation, *, max_examples: int = 100, derandomize: bool 
 
     Args:
         derivation: the derivation to check.
-        max_examples: Hypothesis examples to draw (at least 1), after the
+        max_examples: Hypothesis examples to draw (at least 1; at most the derivation's own
+            ``max_examples`` when it sets one), after the
             derivation's explicit examples.
         derandomize: use a fixed seed so that runs are reproducible.
 
@@ -512,18 +676,22 @@ def check(derivation: Derivation, *, max_examples: int = 100, derandomize: bool 
     """
     if max_examples < 1:
         raise ValueError(f"max_examples must be at least 1, got {max_examples}")
+    if derivation.max_examples is not None:
+        max_examples = min(max_examples, derivation.max_examples)
     start = time.perf_counter()
-    count, worst = 0, 0.0
+    count, worst, notes = 0, 0.0, ""
     failure: Failure | None = None
     reason = ""
 
     def run(raw: Mapping[str, Any]) -> _Outcome:
-        nonlocal count, worst, failure
+        nonlocal count, worst, failure, notes
         if not isinstance(raw, Mapping):
             raise TypeError(f"inputs must be dicts name -> value, got {type(raw).__name__}")
         outcome = _evaluate(derivation, raw)
         count += 1
         if not math.isnan(outcome.max_error):
+            if outcome.max_error >= worst and outcome.notes:
+                notes = outcome.notes  # the rate on the example that came least close
             worst = max(worst, outcome.max_error)
         if outcome.failure is not None:
             failure = outcome.failure  # Hypothesis replays the minimal example last
@@ -562,7 +730,8 @@ def check(derivation: Derivation, *, max_examples: int = 100, derandomize: bool 
         claim=derivation.claim, title=derivation.title, statement=derivation.statement,
         steps=tuple(derivation.steps), relation=derivation.relation, expect=derivation.expect,
         n_examples=count, max_error=worst, status=status, failure=failure, reason=reason,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, kind=derivation.kind, schedule=derivation.schedule,
+        notes=notes if failure is None else "",
     )
 
 
@@ -601,14 +770,21 @@ def collect(namespace: Any) -> list[Derivation]:
     return list(seen.values())
 
 
-def _fmt(value: Any) -> str:
-    """Shortest round-trip rendering of a value (scalar or array)."""
+def _fmt(value: Any, digits: int | None = None) -> str:
+    """Rendering of a value (scalar or array): shortest round-trip digits, or ``digits`` significant ones."""
     if value is None:
         return "—"
     arr = np.asarray(value)
-    return repr(arr.tolist())  # Python floats: shortest round-trip digits, no column padding
+    if digits is not None and arr.dtype.kind == "f":
+        arr = np.vectorize(lambda v: float(f"{v:.{digits}g}"), otypes=[float])(arr) if arr.size else arr
+    return repr(arr.tolist())  # Python floats: no column padding
 
 
-def _fmt_inputs(inputs: Mapping[str, Any]) -> str:
+def _fmt_inputs(inputs: Mapping[str, Any], digits: int | None = None) -> str:
     """``name = value, ...`` for a counterexample."""
-    return ", ".join(f"{k} = {_fmt(v)}" for k, v in inputs.items())
+    return ", ".join(f"{k} = {_fmt(v, digits)}" for k, v in inputs.items())
+
+
+def _fmt_point(value: float) -> str:
+    """A schedule point, e.g. ``1e-30`` or ``0.5``."""
+    return f"{value:g}"
