@@ -91,5 +91,48 @@ PENDING: dict[str, str] = {
 }
 """Claims whose proofs are not written yet, id -> what they state (issue 4 writes them)."""
 
-NOT_CHECKABLE: tuple[NotCheckable, ...] = ()
-"""The seeds' statements without mathematical content (filled in by the catalogue issue)."""
+NOT_CHECKABLE: tuple[NotCheckable, ...] = (
+    NotCheckable(
+        "000", "「自由エネルギー原理との対応は → 理論的アナロジー」 (the correspondence with the free-energy "
+               "principle is a theoretical analogy)",
+        "a judgement about how to interpret the formulas; the formulas it relates are B2–B6",
+    ),
+    NotCheckable(
+        "000", "「決定論的NNは「暗黙的な事後平均」を学習している…と見なせる」 (a deterministic network can be "
+               "seen as learning an implicit posterior mean; marked as the author's guess)",
+        "an interpretation, not a statement about given distributions; what is checkable is B5: a point "
+               "mass minimises the free energy at the MAP, not at a posterior mean",
+    ),
+    NotCheckable(
+        "001", "\u201cWhat I cannot create, I do not understand\u201d [Feynman]",
+        "a maxim about understanding",
+    ),
+    NotCheckable(
+        "001", "「次の単語をうまく予測するために文やその背後の情報を理解する必要に駆られる」 (to predict the next "
+               "word well, a model is pushed to understand the sentence and what lies behind it)",
+        "'understanding' has no definition here to compute; the checkable part, that the training loss is "
+               "the cross-entropy to the data, is D2",
+    ),
+    NotCheckable(
+        "001", "「ハルシネーション（嘘回答）の根本的な解決は現在の枠組みでは難しく」 (hallucination is hard to "
+               "solve at its root within the current framework)",
+        "a forecast about research, not a property of a formula",
+    ),
+    NotCheckable(
+        "001", "「拡散モデルは実際の世界の生成過程を模倣していないので、究極的な因果関係の理解はできない」 "
+               "(diffusion models do not imitate the world's real generative process, so they cannot "
+               "understand ultimate causal relations)",
+        "a claim about causality in the world, with no model given to check it on",
+    ),
+    NotCheckable(
+        "003", "「低い温度は冷静で予測可能に保ち、高い温度は混沌を解き放ちます」 (low temperature keeps the "
+               "output calm and predictable, high temperature unleashes chaos)",
+        "a description of generated text; its mathematical content is C2, C4 and C7",
+    ),
+    NotCheckable(
+        "004", "「まず自社データの言語的特性を可視化することから始めるべきである」 (practitioners should begin by "
+               "visualising the linguistic properties of their own data)",
+        "advice to practitioners",
+    ),
+)
+"""The seeds' statements without mathematical content, with the reason."""

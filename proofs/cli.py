@@ -25,6 +25,8 @@ from proofs.catalogue import NOT_CHECKABLE, PENDING
 from vfe.derivation import Derivation, Report, collect
 
 PROG = "python -m proofs"
+DEFAULT_EXAMPLES = 100
+"""Hypothesis examples per derivation unless ``-n`` says otherwise (docs/PROOFS.md uses it)."""
 
 
 class UsageError(Exception):
@@ -55,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Check the executable derivations and report each result.")
     parser.add_argument("-k", "--select", action="append", default=[], metavar="PATTERN",
                         help="claim id or substring of the id or title (case-insensitive); repeatable")
-    parser.add_argument("-n", "--examples", type=_positive_int, default=100, metavar="N",
-                        help="Hypothesis examples per derivation (default: 100)")
+    parser.add_argument("-n", "--examples", type=_positive_int, default=DEFAULT_EXAMPLES, metavar="N",
+                        help=f"Hypothesis examples per derivation (default: {DEFAULT_EXAMPLES})")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="write the catalogue as Markdown to PATH")
     source = parser.add_argument_group("derivations from elsewhere (instead of the project's)")
     source.add_argument("--module", action="append", default=[], metavar="DOTTED.NAME",

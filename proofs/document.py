@@ -1,7 +1,8 @@
 """The catalogue as one Markdown document (``python -m proofs --markdown docs/PROOFS.md``).
 
 Per claim: the seed's wording, the precise statement, the verdict, the functions of ``vfe``
-that implement it, then each derivation with its steps, justifications, kind and result.
+that implement it, its figure (drawn by ``--figures docs/figures``), then each derivation with
+its steps, justifications, kind and result.
 The text depends only on the code and on what the checks found — never on timings or the
 last digits of rounding errors — so the committed document can be compared with a fresh
 rendering (``tests/test_catalogue.py``).
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from proofs.catalogue import NOT_CHECKABLE, PENDING, SECTIONS, SEEDS, Claim, NotCheckable
+from proofs.figures import FIGURES
 from vfe.derivation import FAILED, REFUTED, RTOL, Report
 
 __all__ = ["claim_status", "render"]
@@ -106,6 +108,9 @@ def _claim_block(claim: Claim, reports: Sequence[Report]) -> list[str]:
     if claim.functions:
         lines.append("- **Implemented by:** " + ", ".join(f"`{f}`" for f in claim.functions))
     lines += [f"- **Result:** {claim_status(reports)}", ""]
+    if claim.id in FIGURES:
+        name, caption = FIGURES[claim.id]
+        lines += [f"![{caption}](figures/{name})", "", f"*{caption}*", ""]
     for report in reports:
         lines.append(report.markdown(heading="####"))
     return lines

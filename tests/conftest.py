@@ -15,6 +15,7 @@ x64 is enabled here so that float64 arrays are really float64.
 import os
 
 import jax
+import pytest
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
@@ -25,3 +26,22 @@ settings.register_profile("ci", max_examples=40, derandomize=True, **_COMMON)
 settings.register_profile("thorough", max_examples=400, derandomize=False, **_COMMON)
 settings.register_profile("dev", max_examples=10, derandomize=True, **_COMMON)
 settings.load_profile(os.environ.get("VFE_HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session")
+def checked():
+    """``checked(derivation)``: its report at the command line's default example count, computed once.
+
+    Shared by the catalogue tests (each derivation's status) and the documentation test
+    (docs/PROOFS.md must equal the rendering of these very reports).
+    """
+    from proofs.cli import DEFAULT_EXAMPLES
+
+    cache = {}
+
+    def report(derivation):
+        if id(derivation) not in cache:
+            cache[id(derivation)] = derivation.check(max_examples=DEFAULT_EXAMPLES)
+        return cache[id(derivation)]
+
+    return report

@@ -145,3 +145,29 @@ def test_python_dash_m_help():
                             cwd=Path(__file__).parents[1], timeout=120)
     assert result.returncode == 0
     assert "--markdown" in result.stdout and "--select" in result.stdout
+
+
+def test_figures_are_drawn_into_a_directory(tmp_path, capsys):
+    from proofs.figures import FIGURES
+
+    out = tmp_path / "figures"
+    assert main(["--figures", str(out), "-k", "A1", "-n", "2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(name for name, _ in FIGURES.values())
+    assert f"wrote {len(FIGURES)} figures" in capsys.readouterr().out
+
+
+def test_figures_without_matplotlib_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from proofs import figures
+
+    def missing():
+        raise figures.MissingDependency("--figures needs matplotlib: pip install -e '.[figures]'")
+
+    monkeypatch.setattr(figures, "_pyplot", missing)
+    assert main(["--figures", str(tmp_path), "-k", "A1", "-n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "matplotlib" in err
+
+
+def test_figures_with_user_derivations_is_a_usage_error(user_file, tmp_path, capsys):
+    assert main(["--file", str(user_file), "--figures", str(tmp_path)]) == 2
+    assert "--figures" in capsys.readouterr().err

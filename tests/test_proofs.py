@@ -9,10 +9,6 @@ from vfe.derivation import PROVED, REFUTED
 DERIVATIONS = all_derivations()
 
 
-def test_the_catalogue_covers_the_foundation_claims():
-    assert {"A1", "B2", "B5", "C1"} <= {d.claim for d in DERIVATIONS}
-
-
 def test_the_seed_wording_of_b5_is_refuted_and_the_corrected_statement_proved():
     b5 = [d for d in DERIVATIONS if d.claim == "B5"]
     assert any(d.expect == "refuted" for d in b5)
@@ -20,9 +16,9 @@ def test_the_seed_wording_of_b5_is_refuted_and_the_corrected_statement_proved():
 
 
 @pytest.mark.parametrize("derivation", DERIVATIONS, ids=lambda d: f"{d.claim}-{d.title[:40]}")
-def test_derivation(derivation):
-    report = derivation.verify(max_examples=examples(60))
-    assert report.status == (REFUTED if derivation.expect == "refuted" else PROVED)
+def test_derivation(derivation, checked):
+    report = checked(derivation)
+    assert report.status == (REFUTED if derivation.expect == "refuted" else PROVED), report.text()
     if derivation.expect == "refuted":
         assert report.failure is not None and report.failure.inputs, "a refutation shows its counterexample"
 
