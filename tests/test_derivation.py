@@ -353,3 +353,12 @@ def test_module_level_check_and_collect():
     d = gibbs()
     assert check(d, max_examples=3).status == "proved"
     assert collect({"a": d, "b": d, "c": 1}) == [d]
+
+
+def test_replace_works_on_a_derivation_built_from_variables():
+    import dataclasses
+
+    d = Derivation(claim="V", title="", statement="", variables={"x": st.floats(0, 1)},
+                   steps=[Step("x", "", lambda x: x), Step("x", "", lambda x: x)])
+    planted = dataclasses.replace(d, steps=[d.steps[0], Step("x + 1", "planted", lambda x: x + 1)])
+    assert planted.check(max_examples=3).status == "FAILED"

@@ -389,3 +389,195 @@ def test_temperature_broadcasts_as_a_scalar_or_over_the_batch(axis):
         O.assert_close(last(np.asarray(vfe.tempered_softmax(z, t, axis=axis))), p, tol, "tempered_softmax")
         O.assert_close(vfe.helmholtz_free_energy(-z, t, axis=axis), f, tol * 10, "helmholtz_free_energy")
         O.assert_close(vfe.gibbs_free_energy(q, -z, t, axis=axis), g, tol * 10, "gibbs_free_energy")
+
+
+# ============================================================================ thermodynamic derivatives
+# mean_energy, energy_variance, thermodynamic_entropy, heat_capacity: 50-digit oracle, edges,
+# derivatives (analytic custom rules) against the oracle's analytic derivatives and finite
+# differences, low precision, argument errors.
+
+
+def _moments_oracle(energies, temperature):
+    """``(<E>, Var E, S, C)`` of the Boltzmann law in 50 digits (``C = Var_p(E/T)``)."""
+    z = [-x for x in O._vec(energies)]
+    top, s, lse, lp = O._tempered_log(z, temperature, "T")
+    p = [O.MP.exp(x) for x in lp]
+    live = [(pi, si) for pi, si in zip(p, s) if pi != 0]
+    t = O.mpf(temperature)
+    g = [-si * t for _, si in live]  # E - E_min
+    mean_g = O.MP.fsum(pi * gi for (pi, _), gi in zip(live, g))
+    var = O.MP.fsum(pi * (gi - mean_g) ** 2 for (pi, _), gi in zip(live, g))
+    mean_s = O.MP.fsum(pi * si for pi, si in live)
+    ent = lse - mean_s
+    cap = O.MP.fsum(pi * (si - mean_s) ** 2 for pi, si in live)
+    return float(-top + mean_g), float(var), float(ent), float(cap)
+
+
+MOMENTS = {
+    "mean_energy": (vfe.thermodynamics.mean_energy, 0),
+    "energy_variance": (vfe.thermodynamics.energy_variance, 1),
+    "thermodynamic_entropy": (vfe.thermodynamics.thermodynamic_entropy, 2),
+    "heat_capacity": (vfe.thermodynamics.heat_capacity, 3),
+}
+
+
+def _moment_scale(name, e, t):
+    """Scale of the terms: |E| for <E>; (E range)² for Var; 1 + log n + <s> spread for S and C."""
+    fin = O.finite_part(e).astype(np.float64)
+    spread = np.max(fin, -1) - np.min(np.where(np.isfinite(e), fin, np.inf), -1)
+    if name == "mean_energy":
+        return 1 + _top(e)
+    if name == "energy_variance":
+        return 1 + spread ** 2
+    return 1 + np.log(e.shape[-1]) ** 2
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", sorted(MOMENTS))
+@settings(max_examples=S.examples(12))
+@given(data=st.data())
+def test_thermodynamic_derivatives_match_oracle(name, dtype, data):
+    """T ∈ [1e-30, 1e30], +inf energies, 1e4 energies and ties; the result in float32/float64.
+    Mean energy and variance are sums over gaps E - E_min ≤ 2e4 (scale |E|, range²); entropy and
+    heat capacity depend only on the dimensionless gaps (scale 1 + log² n, as s - <s> is bounded by
+    the log-probabilities of the states that carry mass)."""
+    e = S.cast(data.draw(S.energies()), dtype)
+    t = S.cast(data.draw(S.temperatures()), dtype)
+    f, k = MOMENTS[name]
+    got = f(e, t)
+    assert got.dtype == dtype and got.shape == e.shape[:-1]
+    exact = np.array([_moments_oracle(e[r], t[r])[k] for r in range(e.shape[0])])
+    n = e.shape[-1]
+    O.assert_close(got, exact, O.rtol(dtype, n) * _moment_scale(name, e, t), name)
+
+
+def test_thermodynamic_derivatives_limits_are_exact():
+    """T = 1e-30: ground state(s), ties split (S = log k, Var = C = 0); T = 1e30: uniform over
+    allowed states (S = log n_allowed, <E> = their mean, Var = their variance, C ≈ 0)."""
+    e = np.array([[2.0, 1.0, 1.0, np.inf, 5.0], [-1e4, 3.0, 1e4, -1e4, np.inf]])
+    allowed = [np.array([2.0, 1.0, 1.0, 5.0]), np.array([-1e4, 3.0, 1e4, -1e4])]
+    for dtype in FLOATS:
+        ed = e.astype(dtype)
+        cold = np.full(2, 1e-30, dtype)
+        np.testing.assert_array_equal(vfe.thermodynamics.mean_energy(ed, cold), [1.0, -1e4])
+        np.testing.assert_array_equal(vfe.thermodynamics.energy_variance(ed, cold), [0.0, 0.0])
+        np.testing.assert_array_equal(vfe.thermodynamics.heat_capacity(ed, cold), [0.0, 0.0])
+        O.assert_close(vfe.thermodynamics.thermodynamic_entropy(ed, cold), [np.log(2)] * 2, O.rtol(dtype, 5), "S cold")
+        hot = np.full(2, 1e30, dtype)
+        O.assert_close(vfe.thermodynamics.mean_energy(ed, hot), [a.mean() for a in allowed],
+                       O.rtol(dtype, 5) * 1e4, "<E> hot")
+        O.assert_close(vfe.thermodynamics.energy_variance(ed, hot), [a.var() for a in allowed],
+                       O.rtol(dtype, 5) * 1e8, "Var hot")
+        O.assert_close(vfe.thermodynamics.thermodynamic_entropy(ed, hot), [np.log(4)] * 2, O.rtol(dtype, 5), "S hot")
+        assert np.all(np.asarray(vfe.thermodynamics.heat_capacity(ed, hot)) <= 1e-50)
+
+
+def _moment_args(data, edge):
+    if edge:
+        e, t = data.draw(S.energies(N)), data.draw(S.temperatures())
+    else:
+        e, t = data.draw(S.energies(N, masks=False, scales=(1.0, 3.0))), data.draw(S.temperatures(0.5, 2.0))
+    return e, t
+
+
+MOMENT_GRADS = {k: jax.jit(jax.grad(_weighted(f), argnums=(0, 1))) for k, (f, _) in MOMENTS.items()}
+MOMENT_JACS = {k: jax.jit(jax.jacfwd(f, argnums=(0, 1))) for k, (f, _) in MOMENTS.items()}
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", sorted(MOMENTS))
+@settings(max_examples=S.examples(10))
+@given(data=st.data())
+def test_thermodynamic_derivatives_have_finite_gradients_at_the_edges(name, dtype, data):
+    """grad and jacfwd in (E, T): no NaN, finite, 0 at +inf energies (T ∈ [1e-30, 1e30])."""
+    e, t = (S.cast(x, dtype) for x in _moment_args(data, edge=True))
+    f, _ = MOMENTS[name]
+    value = f(e, t)
+    ge, gt = MOMENT_GRADS[name](e, t)
+    for d in (ge, gt, *MOMENT_JACS[name](e, t)):
+        O.assert_derivative_finite(value, d, name)
+    assert np.all(np.asarray(ge)[np.isinf(e)] == 0)
+
+
+@pytest.mark.parametrize("name", sorted(MOMENTS))
+@settings(max_examples=S.examples(4))
+@given(data=st.data())
+def test_thermodynamic_derivatives_custom_rules_match_finite_differences(name, data):
+    """The analytic JVP rules against central differences (check_grads, float64, fwd and rev)."""
+    e, t = _moment_args(data, edge=False)
+    check_grads(MOMENTS[name][0], (e, t), order=1, modes=("fwd", "rev"), eps=1e-6)
+
+
+@settings(max_examples=S.examples(8))
+@given(data=st.data())
+def test_thermodynamic_derivatives_satisfy_the_thermodynamic_identities(data):
+    """∂<E>/∂T = C, ∂S/∂T = C/T, ∂F/∂T = -S, Var = C T², S = (<E> - F)/T, <E> = -∂log Z/∂β,
+    and S = vfe.entropy(vfe.boltzmann(E, 1/T)) (interior points, float64)."""
+    e, t = _moment_args(data, edge=False)
+    th = vfe.thermodynamics
+    u, v, s, c = (f(e, t) for f, _ in MOMENTS.values())
+    tol = O.rtol(np.float64, N) * 10
+    O.assert_close(jax.vmap(jax.grad(th.mean_energy, 1))(e, t), c, tol, "d<E>/dT = C")
+    O.assert_close(jax.vmap(jax.grad(th.thermodynamic_entropy, 1))(e, t), c / t, tol, "dS/dT = C/T")
+    O.assert_close(jax.vmap(jax.grad(vfe.helmholtz_free_energy, 1))(e, t), -s, tol, "dF/dT = -S")
+    O.assert_close(v, c * t ** 2, tol * (1 + np.asarray(v)), "Var = C T²")
+    f = vfe.helmholtz_free_energy(e, t)
+    O.assert_close(s, (u - f) / t, tol * (1 + np.abs(u) + np.abs(f)) / t, "S = (<E> - F)/T")
+    O.assert_close(-jax.vmap(jax.grad(vfe.log_partition, 1))(e, 1 / t), u, tol, "<E> = -dlogZ/dβ")
+    O.assert_close(vfe.entropy(vfe.boltzmann(e, 1 / t)), s, tol, "S = H(boltzmann)")
+
+
+@settings(max_examples=S.examples(6))
+@given(data=st.data())
+def test_thermodynamic_derivatives_masked_equal_clipped_to_1e30(data):
+    """+inf energies behave as 1e30 (T ≤ 1e10): same value and gradient."""
+    e = data.draw(S.energies(N))
+    t = data.draw(S.temperatures(1e-30, 1e10))
+    ec = np.minimum(e, 1e30)
+    for name, (f, _) in MOMENTS.items():
+        vm, vc = np.asarray(f(e, t)), np.asarray(f(ec, t))
+        O.assert_close(vm, vc, O.rtol(np.float64, N) * (1 + np.abs(vc)), f"value {name}")
+        for gm, gc in zip(MOMENT_GRADS[name](e, t), MOMENT_GRADS[name](ec, t)):
+            O.assert_close(gm, gc, O.rtol(np.float64, N) * (1 + np.max(np.abs(gc))), f"grad {name}")
+
+
+@pytest.mark.parametrize("name", sorted(MOMENTS))
+def test_thermodynamic_derivatives_axis_batch_jit_and_low_precision(name):
+    f, _ = MOMENTS[name]
+    rng = np.random.default_rng(1)
+    e = rng.normal(size=(4, 2, 3))
+    e[0, 0, 1] = np.inf
+    t = np.array([0.5, 2.0])
+    ref = np.stack([np.stack([f(e[i, j], t[j]) for j in range(2)]) for i in range(4)])
+    O.assert_close(f(e, t), ref, O.rtol(np.float64, 3), f"batched {name}")
+    O.assert_close(jax.jit(f)(e, t), ref, O.rtol(np.float64, 3), f"jit {name}")
+    O.assert_close(f(np.moveaxis(e, -1, 0), t, axis=0), ref, O.rtol(np.float64, 3), f"axis=0 {name}")
+    O.assert_close(f(e, 2.0), np.asarray(f(e, np.full((4, 2), 2.0))), 0.0, f"scalar T {name}")
+    for low in (jnp.bfloat16, jnp.float16):
+        el = jnp.asarray(e, low)
+        got = f(el, jnp.asarray(t, low))
+        assert got.dtype == jnp.float32
+        want = f(np.asarray(el, np.float32), np.asarray(jnp.asarray(t, low), np.float32))
+        O.assert_close(got, want, O.rtol(np.float32, 3) * (1 + np.abs(np.asarray(want))), f"{low.__name__} {name}")
+
+
+@pytest.mark.parametrize("name", sorted(MOMENTS))
+def test_thermodynamic_derivatives_reject_bad_arguments(name):
+    f, _ = MOMENTS[name]
+    e = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="temperature"):
+        f(e, 0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        f(e, -1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        f(e, float("inf"))
+    with pytest.raises(ValueError, match="NaN"):
+        f(e, float("nan"))
+    with pytest.raises(TypeError, match="energies"):
+        f(np.zeros((2, 3), np.int32), 1.0)
+    with pytest.raises(ValueError, match="axis"):
+        f(e, 1.0, axis=2)
+    with pytest.raises(ValueError, match="broadcast"):
+        f(e, np.ones(3))
+    with pytest.raises(TypeError, match="bool"):
+        f(e, True)

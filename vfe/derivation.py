@@ -502,7 +502,8 @@ class Derivation:
         if self.variables is not None:
             if self.schedule is not None and self.schedule.name in self.variables:
                 raise ValueError(f"{where}: the schedule's name {self.schedule.name!r} is also an input")
-            self.inputs = st.fixed_dictionaries(dict(self.variables))
+            # kept as ``inputs`` only, so that dataclasses.replace(derivation, steps=...) works
+            self.inputs, self.variables = st.fixed_dictionaries(dict(self.variables)), None
         self._chain = jax.jit(self._evaluate_all if self.schedule is None else self._evaluate_along)
 
     @property

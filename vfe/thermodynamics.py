@@ -50,6 +50,10 @@ __all__ = [
     "log_partition",
     "helmholtz_free_energy",
     "gibbs_free_energy",
+    "mean_energy",
+    "energy_variance",
+    "thermodynamic_entropy",
+    "heat_capacity",
 ]
 
 TEMPERATURE = "temperature"
@@ -300,3 +304,175 @@ def _gibbs(q, energies, temperature, axis):
     e, t = _last(energies, temperature, axis)
     q = jnp.moveaxis(upcast(q), axis, -1)
     return jnp.sum(_gibbs_terms(q, e, jnp.broadcast_to(t, q.shape)), axis=-1)
+
+
+# ----------------------------------------------------------------------------- thermodynamic derivatives
+# One kernel for the four moments of the Boltzmann law at temperature T, on the last axis, with
+# z = -E (logits), s = (z - max z)/T, p = softmax(s), g = E - min E = -(z - max z) >= 0:
+#   <E> = min E + <g>,   Var(E) = <(g - <g>)^2>,   S = lse(s) - <s>,   C = Var(E)/T^2 = <(s - <s>)^2>.
+# Every term with p_i = 0 is exactly 0 (masked states, and states whose weight underflows as
+# T -> 0, where s_i and g_i/T may be -inf or overflow). C is computed as the variance of s, never
+# as Var(E)/T^2 (whose T^2 underflows in float32 at T = 1e-30). The derivatives are given
+# analytically: for any f, d<f> = <df> + <(f - <f>) ds>, with ds the (clamped) tangent of s.
+
+_MOMENTS = ("mean_energy", "energy_variance", "entropy", "heat_capacity")
+
+
+def _moment_pieces(z, temperature):
+    masked, top, centred, s, lse_s, _, p = _pieces(z, temperature, TEMPERATURE)
+    g = -centred  # 0 at masked entries
+    mean_g = _expect(p, g)
+    dg = jnp.where(p == 0, 0.0, g - mean_g)
+    mean_s = _expect(p, s)
+    sigma = jnp.where(p == 0, 0.0, s - mean_s)  # s - <s> = -(g - <g>)/T where p > 0
+    return masked, top, centred, s, p, mean_g, dg, lse_s, mean_s, sigma
+
+
+@jax.custom_jvp
+def _moments(z, temperature):
+    """``(<E>, Var E, S, C)`` of the Boltzmann law of ``E = -z`` at ``T``, each of shape ``(*batch,)``."""
+    _, top, _, _, p, mean_g, dg, lse_s, mean_s, sigma = _moment_pieces(z, temperature)
+    mean_e = -top + mean_g
+    var_e = _expect(p, dg * dg)
+    entropy = lse_s - mean_s
+    capacity = _expect(p, sigma * sigma)
+    return tuple(x[..., 0] for x in (mean_e, var_e, entropy, capacity))
+
+
+@_moments.defjvp
+def _moments_jvp(primals, tangents):
+    (z, t), (z_dot, t_dot) = primals, tangents
+    masked, _, centred, s, p, _, dg, _, _, sigma = _moment_pieces(z, t)
+    out = _moments(z, t)
+    var_e, capacity = out[1][..., None], out[3][..., None]
+    ds = _s_dot(z_dot, t_dot, masked, centred, s, t, TEMPERATURE)
+    z_dot = jnp.where(masked, 0.0, z_dot)
+    # <E> = -<z>:            d<E>  = -<dz> + <(g - <g>) ds>
+    # Var E = <(g-<g>)^2>:   dVar  = -2<(g - <g>) dz> + <((g - <g>)^2 - Var) ds>
+    # S = lse(s) - <s>:      dS    = -<(s - <s>) ds>
+    # C = <(s-<s>)^2>:       dC    = <(2(s - <s>) + (s - <s>)^2 - C) ds>
+    dots = (-_expect(p, z_dot) + _expect(p, dg * ds),
+            -2.0 * _expect(p, dg * z_dot) + _expect(p, (dg * dg - var_e) * ds),
+            -_expect(p, sigma * ds),
+            _expect(p, (2.0 * sigma + sigma * sigma - capacity) * ds))
+    return out, tuple(d[..., 0] for d in dots)
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "which"))
+def _moment_jit(x, temperature, axis, which):
+    z, t = _last(x, temperature, axis, negate=True)
+    return _moments(z, t)[_MOMENTS.index(which)]
+
+
+def _moment(func, which, energies, temperature, axis):
+    x, t, axis = _prepare(func, "energies", energies, "temperature", temperature, axis)
+    return _moment_jit(x, t, axis=axis, which=which)
+
+
+_MOMENT_NOTES = r"""
+    Edge cases (values and forward/reverse derivatives finite and NaN-free): ``+inf`` energies
+    are forbidden states (probability 0, zero derivative); ``T → 0`` (down to 1e-30 and below)
+    gives the ground states, ties sharing the mass; ``T → ∞`` (up to 1e30) the uniform law over
+    allowed states; energies of any finite magnitude (the minimum energy is subtracted first).
+    bfloat16/float16 inputs are computed in float32; the result has dtype
+    ``promote_types(dtype, float32)``.
+
+    Args:
+      energies: shape ``(*batch, n)`` (``n`` along ``axis``); ``+inf`` for forbidden states.
+      temperature: ``T > 0``, scalar or broadcastable to ``(*batch,)``.
+      axis: the axis holding the states.
+"""
+
+
+def _with_notes(func):
+    """Inserts :data:`_MOMENT_NOTES` (edge cases and Args) before the docstring's Returns section."""
+    head, sep, tail = func.__doc__.partition("\n    Returns:")
+    func.__doc__ = head.rstrip() + "\n" + _MOMENT_NOTES + sep + tail
+    return func
+
+
+@_with_notes
+def mean_energy(energies: Float[Array, "*batch n"], temperature, *, axis: int = -1) -> Float[Array, "*batch"]:
+    r"""Mean energy (internal energy) of the Boltzmann distribution at temperature ``T``.
+
+    .. math::
+        \langle E\rangle_T = \sum_i p_i E_i = -\frac{\partial\log Z}{\partial\beta}
+        = E_{\min} + \sum_i p_i (E_i - E_{\min}), \qquad p = \mathrm{boltzmann}(E, 1/T)
+
+    Limits: ``T → 0`` gives :math:`E_{\min}`, ``T → ∞`` the plain mean of the allowed energies.
+    Derivatives: :math:`\partial\langle E\rangle/\partial T = \mathrm{Var}(E)/T^2` (the heat
+    capacity), :math:`\partial\langle E\rangle/\partial E_j = p_j\big(1 - (E_j - \langle E\rangle)/T\big)`.
+    Claims C5, C6.
+
+    Returns:
+      :math:`\langle E\rangle_T`, shape ``(*batch,)``.
+
+    References: Jaynes (1957); L. D. Landau and E. M. Lifshitz, *Statistical Physics*, Part 1, §31.
+    """
+    return _moment("mean_energy", "mean_energy", energies, temperature, axis)
+
+
+@_with_notes
+def energy_variance(energies: Float[Array, "*batch n"], temperature, *, axis: int = -1) -> Float[Array, "*batch"]:
+    r"""Variance of the energy under the Boltzmann distribution at temperature ``T``.
+
+    .. math::
+        \mathrm{Var}_T(E) = \sum_i p_i \big(E_i - \langle E\rangle_T\big)^2
+        = \frac{\partial^2\log Z}{\partial\beta^2} \ge 0
+
+    Computed from the energy gaps :math:`E_i - E_{\min}` (no ``⟨E²⟩ - ⟨E⟩²`` cancellation).
+    Limits: ``0`` as ``T → 0`` (ties have equal energies), the plain variance of the allowed
+    energies as ``T → ∞``. Derivative: :math:`\partial\,\mathrm{Var}/\partial T = \kappa_3/T^2`
+    (the third central moment). Claim C6.
+
+    Returns:
+      :math:`\mathrm{Var}_T(E) \ge 0`, shape ``(*batch,)``.
+
+    References: Landau and Lifshitz, *Statistical Physics*, Part 1, §112 (energy fluctuations).
+    """
+    return _moment("energy_variance", "energy_variance", energies, temperature, axis)
+
+
+@_with_notes
+def thermodynamic_entropy(energies: Float[Array, "*batch n"], temperature, *, axis: int = -1
+                          ) -> Float[Array, "*batch"]:
+    r"""Entropy of the Boltzmann distribution at temperature ``T`` (in nats, ``k_B = 1``).
+
+    .. math::
+        S(T) = -\sum_i p_i\log p_i = \log Z + \frac{\langle E\rangle}{T}
+        = -\frac{\partial F}{\partial T} = \frac{\langle E\rangle - F}{T}
+
+    The same value as ``vfe.entropy(vfe.boltzmann(energies, 1/T))``, computed from the
+    log-probabilities as :math:`\operatorname{lse}(s) - \langle s\rangle`,
+    :math:`s = -(E - E_{\min})/T` (a sum of two non-negative terms, accurate also where
+    :math:`p_i` underflows and at ``T = 1e-30``, where ``1/T`` overflows float32). Limits:
+    ``log k`` as ``T → 0`` (``k`` tied ground states), ``log n_{allowed}`` as ``T → ∞``.
+    Derivative: :math:`\partial S/\partial T = C/T = \mathrm{Var}(E)/T^3 \ge 0`. Claims C4, C6.
+
+    Returns:
+      :math:`S(T) \ge 0`, shape ``(*batch,)``.
+
+    References: Jaynes (1957), eq. (3-5); Cover & Thomas, *Elements of Information Theory*, §2.1.
+    """
+    return _moment("thermodynamic_entropy", "entropy", energies, temperature, axis)
+
+
+@_with_notes
+def heat_capacity(energies: Float[Array, "*batch n"], temperature, *, axis: int = -1) -> Float[Array, "*batch"]:
+    r"""Heat capacity of the Boltzmann distribution at temperature ``T`` (``k_B = 1``).
+
+    .. math::
+        C(T) = \frac{\partial\langle E\rangle}{\partial T} = T\frac{\partial S}{\partial T}
+        = \frac{\mathrm{Var}_T(E)}{T^2} = \mathrm{Var}_p\!\Big(\frac{E}{T}\Big)
+
+    Computed as the variance of :math:`s = -(E - E_{\min})/T` under :math:`p` (never as
+    ``Var/T²``: ``T²`` underflows float32 at ``T = 1e-30``): a function of the dimensionless
+    gaps :math:`(E_i - E_{\min})/T` alone. It tends to 0 at both ends: ``T → 0`` (the gaps
+    freeze out) and ``T → ∞`` (like :math:`\mathrm{Var}_{\mathrm{uniform}}(E)/T^2`). Claim C6.
+
+    Returns:
+      :math:`C(T) \ge 0`, shape ``(*batch,)``.
+
+    References: Landau and Lifshitz, *Statistical Physics*, Part 1, §§ 16, 112.
+    """
+    return _moment("heat_capacity", "heat_capacity", energies, temperature, axis)
