@@ -11,23 +11,42 @@ Modules: :mod:`vfe.information` (entropy, cross-entropy, KL), :mod:`vfe.thermody
 strategies), :mod:`vfe.validate` (eager value checks).
 """
 
+from vfe import methods as methods
+from vfe import sequences as sequences
 from vfe import validate as validate
 from vfe.information import bits_to_nats as bits_to_nats
 from vfe.information import cross_entropy as cross_entropy
 from vfe.information import cross_entropy_from_logits as cross_entropy_from_logits
-from vfe.information import cross_entropy_with_integer_labels as cross_entropy_with_integer_labels
+from vfe.information import (
+    cross_entropy_with_integer_labels as cross_entropy_with_integer_labels,
+)
 from vfe.information import entropy as entropy
 from vfe.information import entropy_from_logits as entropy_from_logits
 from vfe.information import kl_divergence as kl_divergence
 from vfe.information import kl_divergence_from_logits as kl_divergence_from_logits
 from vfe.information import nats_to_bits as nats_to_bits
 from vfe.information import perplexity as perplexity
+from vfe.sequences import autoregressive_log_joint as autoregressive_log_joint
+from vfe.sequences import bits_per_token as bits_per_token
+from vfe.sequences import globally_tempered_log_joint as globally_tempered_log_joint
+from vfe.sequences import mean_token_nll as mean_token_nll
+from vfe.sequences import perplexity_from_logits as perplexity_from_logits
+from vfe.sequences import sample_autoregressive as sample_autoregressive
+from vfe.sequences import sample_categorical as sample_categorical
+from vfe.sequences import sample_tempered as sample_tempered
+from vfe.sequences import sequence_log_prob as sequence_log_prob
+from vfe.sequences import sequence_nll as sequence_nll
+from vfe.sequences import token_log_probs as token_log_probs
 from vfe.thermodynamics import boltzmann as boltzmann
+from vfe.thermodynamics import energy_variance as energy_variance
 from vfe.thermodynamics import gibbs_free_energy as gibbs_free_energy
+from vfe.thermodynamics import heat_capacity as heat_capacity
 from vfe.thermodynamics import helmholtz_free_energy as helmholtz_free_energy
 from vfe.thermodynamics import log_partition as log_partition
+from vfe.thermodynamics import mean_energy as mean_energy
 from vfe.thermodynamics import tempered_log_softmax as tempered_log_softmax
 from vfe.thermodynamics import tempered_softmax as tempered_softmax
+from vfe.thermodynamics import thermodynamic_entropy as thermodynamic_entropy
 from vfe.variational import elbo as elbo
 from vfe.variational import free_energy as free_energy
 from vfe.variational import gaussian_entropy as gaussian_entropy
@@ -42,18 +61,23 @@ from vfe.variational import posterior as posterior
 __version__ = "0.1.0"
 
 __all__ = [
+    "autoregressive_log_joint",
+    "bits_per_token",
     "bits_to_nats",
     "boltzmann",
     "cross_entropy",
     "cross_entropy_from_logits",
     "cross_entropy_with_integer_labels",
     "elbo",
+    "energy_variance",
     "entropy",
     "entropy_from_logits",
     "free_energy",
     "gaussian_entropy",
     "gaussian_free_energy",
     "gibbs_free_energy",
+    "globally_tempered_log_joint",
+    "heat_capacity",
     "helmholtz_free_energy",
     "kl_divergence",
     "kl_divergence_from_logits",
@@ -61,12 +85,24 @@ __all__ = [
     "log_partition",
     "log_posterior",
     "map_estimate",
+    "mean_energy",
+    "mean_token_nll",
+    "methods",
     "mle_estimate",
     "nats_to_bits",
     "perplexity",
+    "perplexity_from_logits",
     "point_mass_free_energy",
     "posterior",
+    "sample_autoregressive",
+    "sample_categorical",
+    "sample_tempered",
+    "sequence_log_prob",
+    "sequence_nll",
+    "sequences",
     "tempered_log_softmax",
     "tempered_softmax",
+    "thermodynamic_entropy",
+    "token_log_probs",
     "validate",
 ]

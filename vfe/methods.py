@@ -106,22 +106,36 @@ class Minimisation:
         return best if self.point is None else self.point(best, **inputs)
 
     def _run(self, inputs: dict[str, Any]) -> tuple[jax.Array, Any]:
-        """Final (value, params) of every start, stacked on a leading axis."""
+        """Final (value, params) of every start, stacked on a leading axis.
+
+        The starts run one after another (``lax.map``), not batched by ``vmap``: under
+        ``vmap`` the line search's ``while_loop`` runs until every start's search ends, and a
+        start that has converged to rounding (gradient ~1e-17) can keep it from ending.
+        """
         keys = jax.random.split(jax.random.key(self.seed), self.starts)
-        starts = jax.vmap(lambda key: self.init(key, **inputs))(keys)
-        return jax.vmap(lambda params: _lbfgs(lambda p: self.objective(p, **inputs), params, self.iterations))(starts)
+        fun = lambda params: self.objective(params, **inputs)  # noqa: E731
+        return jax.lax.map(lambda key: _lbfgs(fun, self.init(key, **inputs), self.iterations), keys)
 
 
 def _lbfgs(fun: Callable[[Any], jax.Array], params: Any, iterations: int) -> tuple[jax.Array, Any]:
-    """``iterations`` steps of optax L-BFGS (zoom line search) from ``params``."""
+    """At most ``iterations`` steps of optax L-BFGS (zoom line search) from ``params``.
+
+    A step is skipped once the gradient vanishes to rounding (or the value is not finite):
+    L-BFGS's curvature pairs degenerate there, and its line search need not terminate.
+    """
     solver = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def update(params, state, value, g):
+        updates, state = solver.update(g, state, params, value=value, grad=g, value_fn=fun)
+        return optax.apply_updates(params, updates), state
 
     def step(carry, _):
         params, state = carry
         value, g = value_and_grad(params, state=state)
-        updates, state = solver.update(g, state, params, value=value, grad=g, value_fn=fun)
-        return (optax.apply_updates(params, updates), state), None
+        size = jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(g)))
+        done = ~jnp.isfinite(value) | ~jnp.isfinite(size) | (size <= 1e-13 * (1 + jnp.abs(value)))
+        return jax.lax.cond(done, lambda *a: (a[0], a[1]), update, params, state, value, g), None
 
     (params, _), _ = jax.lax.scan(step, (params, solver.init(params)), length=iterations)
     return fun(params), params
