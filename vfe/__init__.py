@@ -8,12 +8,31 @@ Modules: :mod:`vfe.information` (entropy, cross-entropy, KL), :mod:`vfe.thermody
 (tempered softmax, Boltzmann, partition function, free energies), :mod:`vfe.variational`
 (variational free energy, ELBO, evidence, posterior, point mass, MAP/MLE),
 :mod:`vfe.derivation` (the executable-proof checker), :mod:`vfe.testing` (Hypothesis
-strategies), :mod:`vfe.validate` (eager value checks).
+strategies), :mod:`vfe.validate` (eager value checks), :mod:`vfe.sequences`, :mod:`vfe.gaussian`,
+:mod:`vfe.mixture` (EM), :mod:`vfe.coding`, :mod:`vfe.methods` (numerical methods of the proofs),
+:mod:`vfe.streaming`, :mod:`vfe.linear_cross_entropy`, :mod:`vfe.sharding` (large vocabularies).
 """
 
+from vfe import coding as coding
+from vfe import gaussian as gaussian
+from vfe import linear_cross_entropy as linear_cross_entropy
 from vfe import methods as methods
+from vfe import mixture as mixture
 from vfe import sequences as sequences
+from vfe import sharding as sharding
+from vfe import streaming as streaming
 from vfe import validate as validate
+from vfe.coding import code_length_bits as code_length_bits
+from vfe.coding import expected_code_length as expected_code_length
+from vfe.coding import kraft_sum as kraft_sum
+from vfe.coding import shannon_code_lengths as shannon_code_lengths
+from vfe.gaussian import gaussian_cross_entropy as gaussian_cross_entropy
+from vfe.gaussian import gaussian_kl as gaussian_kl
+from vfe.gaussian import gaussian_log_density as gaussian_log_density
+from vfe.gaussian import gaussian_mixture_log_density as gaussian_mixture_log_density
+from vfe.gaussian import moment_match as moment_match
+from vfe.gaussian import normal_log_evidence as normal_log_evidence
+from vfe.gaussian import normal_posterior as normal_posterior
 from vfe.information import bits_to_nats as bits_to_nats
 from vfe.information import cross_entropy as cross_entropy
 from vfe.information import cross_entropy_from_logits as cross_entropy_from_logits
@@ -65,22 +84,31 @@ __all__ = [
     "bits_per_token",
     "bits_to_nats",
     "boltzmann",
+    "code_length_bits",
+    "coding",
     "cross_entropy",
     "cross_entropy_from_logits",
-    "cross_entropy_with_integer_labels",
     "elbo",
     "energy_variance",
     "entropy",
     "entropy_from_logits",
+    "expected_code_length",
     "free_energy",
+    "gaussian",
+    "gaussian_cross_entropy",
     "gaussian_entropy",
     "gaussian_free_energy",
+    "gaussian_kl",
+    "gaussian_log_density",
+    "gaussian_mixture_log_density",
     "gibbs_free_energy",
     "globally_tempered_log_joint",
     "heat_capacity",
     "helmholtz_free_energy",
     "kl_divergence",
     "kl_divergence_from_logits",
+    "kraft_sum",
+    "linear_cross_entropy",
     "log_evidence",
     "log_partition",
     "log_posterior",
@@ -88,8 +116,12 @@ __all__ = [
     "mean_energy",
     "mean_token_nll",
     "methods",
+    "mixture",
     "mle_estimate",
+    "moment_match",
     "nats_to_bits",
+    "normal_log_evidence",
+    "normal_posterior",
     "perplexity",
     "perplexity_from_logits",
     "point_mass_free_energy",
@@ -100,6 +132,9 @@ __all__ = [
     "sequence_log_prob",
     "sequence_nll",
     "sequences",
+    "shannon_code_lengths",
+    "sharding",
+    "streaming",
     "tempered_log_softmax",
     "tempered_softmax",
     "thermodynamic_entropy",

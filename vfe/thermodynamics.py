@@ -44,16 +44,16 @@ from vfe import _checks
 from vfe._numerics import finite_or_max, mul_no_nan, upcast, xlogy
 
 __all__ = [
-    "tempered_softmax",
-    "tempered_log_softmax",
     "boltzmann",
-    "log_partition",
-    "helmholtz_free_energy",
-    "gibbs_free_energy",
-    "mean_energy",
     "energy_variance",
-    "thermodynamic_entropy",
+    "gibbs_free_energy",
     "heat_capacity",
+    "helmholtz_free_energy",
+    "log_partition",
+    "mean_energy",
+    "tempered_log_softmax",
+    "tempered_softmax",
+    "thermodynamic_entropy",
 ]
 
 TEMPERATURE = "temperature"

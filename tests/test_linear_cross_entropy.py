@@ -1,0 +1,173 @@
+"""vfe.linear_cross_entropy: the loss and both gradients of a linear head equal those of the
+materialised logits, for every tiling (dividing or not, single rows and columns), in float32,
+float64 and bfloat16; its temporary memory does not grow with the vocabulary.
+
+Tolerances: the reference is vfe.cross_entropy_with_integer_labels(h @ W, y) evaluated in float64
+on the same (cast) inputs. The float32 errors are those of forming each logit (a d-term dot
+product, relative ``d·eps`` of ``|h||W|``) plus those of the log-sum-exp over V classes
+(``oracle.rtol(dtype, V)`` of ``1 + |loss| + log V``); gradients likewise relative to their largest entry.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import oracle as O
+import pytest
+import strategies as S
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import vfe
+from vfe.linear_cross_entropy import linear_cross_entropy
+
+T, D, V = 7, 3, 11  # tokens, hidden size, classes: primes, so that most tilings leave a partial block
+TILINGS = [(7, 11), (2, 3), (3, 4), (1, 1), (6, 10), (None, None)]
+WEIGHTS = np.cos(np.arange(1, T + 1))
+
+
+@st.composite
+def heads(draw, dtype, tokens=T):
+    """``(h, W, y)``: hidden states and weights of magnitude up to ``scale``, labels anywhere."""
+    scale = draw(st.sampled_from((0.1, 1.0, 10.0)))
+    unit = lambda shape: draw(hnp.arrays(np.float64, shape, elements=st.floats(-1, 1)))
+    h = S.cast(scale * unit((tokens, D)), dtype)
+    w = S.cast(scale * unit((D, V)), dtype)
+    y = draw(hnp.arrays(np.int32, (tokens,), elements=st.integers(0, V - 1)))
+    return h, w, y
+
+
+def _reference(h, w, y):
+    h64, w64 = np.asarray(h, np.float64), np.asarray(w, np.float64)
+    return vfe.cross_entropy_with_integer_labels(h64 @ w64, y)
+
+
+def _reference_grads(h, w, y):
+    h64, w64 = np.asarray(h, np.float64), np.asarray(w, np.float64)
+    return jax.grad(lambda h, w: jnp.sum(WEIGHTS * vfe.cross_entropy_with_integer_labels(h @ w, y)), (0, 1))(h64, w64)
+
+
+def _grads(h, w, y, tiling):
+    bt, bv = tiling
+    return jax.grad(lambda h, w: jnp.sum(WEIGHTS * linear_cross_entropy(h, w, y, block_tokens=bt, block_vocab=bv)),
+                    (0, 1))(h, w)
+
+
+def _scale(h, w, loss):
+    logit = D * np.max(np.abs(np.asarray(h, np.float64))) * np.max(np.abs(np.asarray(w, np.float64)))
+    return 1 + np.abs(np.asarray(loss, np.float64)) + np.log(V) + logit
+
+
+def check_value(got, h, w, y, dtype, what):
+    exact = np.asarray(_reference(h, w, y))
+    O.assert_close(got, exact, O.rtol(dtype, V + D) * _scale(h, w, exact), what)
+
+
+@pytest.mark.parametrize("dtype", S.FLOATS)
+@pytest.mark.parametrize("tiling", TILINGS, ids=str)
+@settings(max_examples=S.examples(8))
+@given(data=st.data())
+def test_loss_and_gradients_equal_those_of_the_materialised_logits(tiling, dtype, data):
+    h, w, y = data.draw(heads(dtype))
+    bt, bv = tiling
+    got = linear_cross_entropy(h, w, y, block_tokens=bt, block_vocab=bv)
+    assert got.shape == (T,) and got.dtype == dtype
+    check_value(got, h, w, y, dtype, f"loss {tiling}")
+    exact = _reference_grads(h, w, y)
+    big = 1 + max(np.max(np.abs(np.asarray(e))) for e in exact)
+    for g, e, arg, name in zip(_grads(h, w, y, tiling), exact, (h, w), ("dh", "dW")):
+        assert g.dtype == arg.dtype and g.shape == arg.shape
+        O.assert_close(g, e, O.rtol(dtype, V + D) * big * _scale(h, w, 0).max(), f"{name} {tiling}")
+
+
+def test_batch_dimensions_are_flattened_and_restored():
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((2, 3, D))
+    w = rng.standard_normal((D, V))
+    y = rng.integers(0, V, (2, 3)).astype(np.int32)
+    got = linear_cross_entropy(h, w, y, block_tokens=2, block_vocab=4)
+    assert got.shape == (2, 3)
+    O.assert_close(got, np.asarray(vfe.cross_entropy_with_integer_labels(h @ w, y)),
+                   O.rtol(np.float64, V) * 10, "batched")
+
+
+def test_bfloat16_accumulates_in_float32_and_beats_the_naive_head():
+    """bfloat16 h and W: float32 loss, bfloat16 gradients, and an error against the float64 truth
+    no worse than optax on bfloat16 logits (the naive head in the same dtype)."""
+    rng = np.random.default_rng(1)
+    tokens, d, v = 64, 32, 1000
+    h = jnp.asarray(rng.standard_normal((tokens, d)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((d, v)) / np.sqrt(d), jnp.bfloat16)
+    y = jnp.asarray(rng.integers(0, v, tokens), jnp.int32)
+    got = linear_cross_entropy(h, w, y, block_tokens=16, block_vocab=300)
+    assert got.dtype == jnp.float32
+    truth = np.asarray(vfe.cross_entropy_with_integer_labels(np.asarray(h, np.float64) @ np.asarray(w, np.float64), y))
+    naive = np.asarray(optax.softmax_cross_entropy_with_integer_labels(h @ w, y), np.float64)
+    assert np.max(np.abs(np.asarray(got, np.float64) - truth)) <= np.max(np.abs(naive - truth))
+    dh, dw = jax.grad(lambda h, w: jnp.sum(linear_cross_entropy(h, w, y, block_tokens=16, block_vocab=300)),
+                      (0, 1))(h, w)
+    assert dh.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
+    assert np.isfinite(np.asarray(dh, np.float32)).all() and np.isfinite(np.asarray(dw, np.float32)).all()
+
+
+def test_temporary_memory_does_not_grow_with_the_vocabulary():
+    """XLA's compiled memory analysis: with tiles of 128 × 1024, the forward and forward+gradient
+    programs' temporaries are the same for V = 8192 and V = 32768 and far below the logits
+    (N·V floats); the naive head's grow with V."""
+    tokens, d = 256, 64
+
+    def temps(v, f):
+        args = (jax.ShapeDtypeStruct((tokens, d), jnp.float32), jax.ShapeDtypeStruct((d, v), jnp.float32),
+                jax.ShapeDtypeStruct((tokens,), jnp.int32))
+        fwd = jax.jit(f).lower(*args).compile().memory_analysis().temp_size_in_bytes
+        grad = jax.jit(jax.grad(lambda h, w, y: jnp.sum(f(h, w, y)), (0, 1))).lower(*args).compile()
+        return fwd, grad.memory_analysis().temp_size_in_bytes
+
+    ours = lambda h, w, y: linear_cross_entropy(h, w, y, block_tokens=128, block_vocab=1024)
+    naive = lambda h, w, y: optax.softmax_cross_entropy_with_integer_labels(h @ w, y)
+    small, large = temps(8192, ours), temps(32768, ours)
+    tile = 128 * 1024 * 4
+    for s, g in (small, large):
+        assert s <= 4 * tile and g <= 8 * tile + tokens * d * 4, (small, large)
+    assert large[0] <= small[0] + tile and large[1] <= small[1] + tile, (small, large)
+    naive_small, naive_large = temps(8192, naive), temps(32768, naive)
+    assert naive_large[0] >= tokens * 32768 * 4 and naive_large[0] > 3 * naive_small[0]
+
+
+def test_arguments_are_checked():
+    h, w, y = jnp.zeros((4, 3)), jnp.zeros((3, 5)), jnp.zeros(4, jnp.int32)
+    with pytest.raises(ValueError, match="last axis"):
+        linear_cross_entropy(h, jnp.zeros((2, 5)), y)
+    with pytest.raises(ValueError, match="labels"):
+        linear_cross_entropy(h, w, jnp.zeros(3, jnp.int32))
+    with pytest.raises(TypeError, match="integer"):
+        linear_cross_entropy(h, w, jnp.zeros(4))
+    with pytest.raises(ValueError, match="block_vocab"):
+        linear_cross_entropy(h, w, y, block_vocab=0)
+
+
+# --- the check can fail ----------------------------------------------------------------------
+
+
+def _overlap_counted_twice(h, w, y, bv):
+    """The tiled log-sum-exp with the last (early-starting) block's overlap *not* masked."""
+    v = w.shape[1]
+    z = h @ w
+    starts = [min(j * bv, v - bv) for j in range(-(-v // bv))]
+    top = jnp.max(z, axis=-1)
+    total = sum(jnp.sum(jnp.exp(z[:, s:s + bv] - top[:, None]), axis=-1) for s in starts)
+    return jnp.log(total) - (jnp.take_along_axis(z, y[:, None], -1)[:, 0] - top)
+
+
+def test_a_planted_double_count_of_the_overlap_is_rejected():
+    """The value check above rejects a tiling that counts the last block's overlap twice (logits
+    near 0, so that the three overlapping classes carry 3/11 of the mass); it accepts the library."""
+    rng = np.random.default_rng(2)
+    h, w = 0.1 * rng.standard_normal((T, D)), 0.1 * rng.standard_normal((D, V))
+    y = rng.integers(0, V, T).astype(np.int32)
+    check_value(linear_cross_entropy(h, w, y, block_vocab=4), h, w, y, np.float64, "library")
+    with pytest.raises(AssertionError):
+        check_value(_overlap_counted_twice(h, w, y, 4), h, w, y, np.float64, "planted")

@@ -1,0 +1,241 @@
+"""vfe.sharding: vocabulary-sharded reductions equal the unsharded ones and never gather the logits.
+
+Two levels:
+
+* in this process (one CPU device): the per-device functions run on P simulated devices
+  (``jax.vmap`` with ``axis_name``, whose ``pmax``/``psum``/``axis_index`` are those of
+  ``shard_map``) and are compared with :mod:`vfe.streaming` on the whole rows, with Hypothesis;
+* in a fresh interpreter with ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (the flag
+  must be set before jax is imported): the public functions under ``shard_map`` on meshes
+  ``(model=4)`` and ``(data=2, model=2)``, values and gradients against the unsharded functions, and
+  the compiled programs (``jax.jit(f).lower(...).compile().as_text()``) searched for collectives:
+  no all-gather or all-to-all, and every all-reduce has a per-token shape (no vocabulary axis).
+
+Tolerance (float64): ``oracle.rtol(float64, V)`` times ``1 + |value|`` (or the largest gradient
+entry): the sharded and unsharded sums differ only in the order of their V terms.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import oracle as O
+import pytest
+import strategies as S
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from vfe import linear_cross_entropy as LCE
+from vfe import sharding as SH
+from vfe import streaming as ST
+
+V = 24  # classes: shards of 12, 8, 6 and 4
+
+
+def _simulate(f, x, p, *, in_axes=0):
+    """``f`` on ``p`` simulated devices, each given its slice of ``x``'s last axis (``[p, ..., V/p]``)."""
+    slices = jnp.moveaxis(x.reshape(*x.shape[:-1], p, -1), -2, 0)
+    return jax.vmap(f, axis_name="vocab", in_axes=in_axes)(slices)
+
+
+def _close(got, want, what):
+    want = np.asarray(want, np.float64)
+    O.assert_close(got, want, O.rtol(np.float64, V) * (1 + np.abs(O.finite_part(want))), what)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _per_device(z, y, p):
+    """(lse, H, NLL, gradient slices of Σ g·NLL) on ``p`` simulated devices, and the unsharded values."""
+    m, log_s = _simulate(lambda zl: SH.shard_log_normaliser(zl, "vocab"), z, p)
+    entropy = _simulate(lambda zl: SH.shard_entropy(zl, "vocab")[2], z, p)
+    loss = _simulate(lambda zl: SH.shard_cross_entropy_with_integer_labels(zl, y, "vocab")[0], z, p)
+    g = jnp.cos(jnp.arange(z.shape[0]))
+    stats = ST._log_normaliser(z, ST.rows_for(V, None))
+    grad = _simulate(lambda zl: SH.shard_softmax_grad(zl, y, stats[0][:, 0], stats[1][:, 0], g, "vocab"), z, p)
+    whole = jax.grad(lambda z: jnp.sum(g * ST.cross_entropy_with_integer_labels(z, y)))(z)
+    sharded = (m + log_s, entropy, loss, jnp.moveaxis(grad, 0, -2).reshape(z.shape))
+    return m, sharded, (ST.logsumexp(z), ST.entropy_from_logits(z), ST.cross_entropy_with_integer_labels(z, y), whole)
+
+
+@pytest.mark.parametrize("p", [2, 3, 4, 6])
+@settings(max_examples=S.examples(10))
+@given(data=st.data())
+def test_per_device_functions_on_simulated_devices_equal_the_unsharded_ones(p, data):
+    """Masks, ties and logits of 1e4 included; every simulated device holds the same statistics."""
+    z = data.draw(S.logits(V, batch=3))
+    y = data.draw(S.labels(V, batch=3))
+    m, (lse, entropy, loss, grad), (lse1, entropy1, loss1, grad1) = _per_device(z, y, p)
+    assert np.all(np.asarray(m) == np.asarray(m)[:1])
+    _close(lse[0, :, 0], lse1, "lse")
+    _close(entropy[0, :, 0], entropy1, "H")
+    _close(loss[0], loss1, "nll")
+    O.assert_close(grad, grad1, O.rtol(np.float64, V) * (1 + np.max(np.abs(grad1))), "grad slices, side by side")
+
+
+@st.composite
+def _heads(draw):
+    h = draw(hnp.arrays(np.float64, (5, 3), elements=st.floats(-3, 3)))
+    w = draw(hnp.arrays(np.float64, (3, V), elements=st.floats(-3, 3)))
+    return h, w, draw(hnp.arrays(np.int32, (5,), elements=st.integers(0, V - 1)))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _linear_per_device(h, w, y, p):
+    blocks = (2, 5)
+    loss = _simulate(lambda wl: SH.shard_linear_cross_entropy(h, wl, y, "vocab", blocks)[0], w, p)
+    g = jnp.cos(jnp.arange(h.shape[0]))
+    m, s = LCE._statistics(h, w, (5, V))
+    dh, dw = _simulate(lambda wl: SH.shard_linear_backward(h, wl, y, m, jnp.log(s), g, "vocab", blocks), w, p)
+    whole = jax.grad(lambda h, w: jnp.sum(g * LCE.linear_cross_entropy(h, w, y)), (0, 1))(h, w)
+    return (loss[0], dh[0], jnp.moveaxis(dw, 0, -2).reshape(w.shape)), (LCE.linear_cross_entropy(h, w, y), *whole)
+
+
+@pytest.mark.parametrize("p", [2, 4])
+@settings(max_examples=S.examples(6))
+@given(heads=_heads())
+def test_linear_head_on_simulated_devices_equals_the_unsharded_one(p, heads):
+    (loss, dh, dw), (loss1, dh1, dw1) = _linear_per_device(*heads, p)
+    _close(loss, loss1, "linear loss")
+    big = 1 + max(np.max(np.abs(dh1)), np.max(np.abs(dw1)))
+    O.assert_close(dh, dh1, O.rtol(np.float64, V) * big, "dh")
+    O.assert_close(dw, dw1, O.rtol(np.float64, V) * big, "dW slices, side by side")
+
+
+def test_planted_wrong_combination_is_rejected():
+    """Adding the shards' sums taken against their own maxima, without rescaling them to the
+    global maximum, is caught by the same comparison."""
+    z = np.linspace(-3, 5, 2 * V).reshape(2, V)
+
+    def wrong(zl):
+        m_k = jnp.max(zl, axis=-1, keepdims=True)
+        s_k = jnp.sum(jnp.exp(zl - m_k), axis=-1, keepdims=True)
+        return jax.lax.pmax(m_k, "vocab") + jnp.log(jax.lax.psum(s_k, "vocab"))
+
+    _close(_simulate(lambda zl: sum(SH.shard_log_normaliser(zl, "vocab")), z, 4)[0, :, 0], ST.logsumexp(z), "right")
+    with pytest.raises(AssertionError):
+        _close(_simulate(wrong, z, 4)[0, :, 0], ST.logsumexp(z), "planted")
+
+
+# ============================================================================ four CPU devices
+
+_SCRIPT = textwrap.dedent(r'''
+    import re
+    import numpy as np
+    import jax, jax.numpy as jnp
+    jax.config.update("jax_enable_x64", True)
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from vfe import sharding as SH, streaming as ST
+    from vfe.linear_cross_entropy import linear_cross_entropy
+
+    assert jax.device_count() == 4, jax.devices()
+    N, V, D = 4, 40, 3            # tokens 4 or 2 per device, classes 10 or 20: all distinct from D
+    EPS = 64 * V * np.finfo(np.float64).eps
+
+    def close(a, b, what):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        fin = np.isfinite(b)
+        assert np.array_equal(a[~fin], b[~fin]), (what, a, b)
+        tol = EPS * (1 + np.max(np.abs(b[fin]), initial=0))
+        assert np.all(np.abs(a[fin] - b[fin]) <= tol), (what, np.max(np.abs(a[fin] - b[fin])), tol)
+
+    def collectives(compiled_text):
+        ops = re.findall(r"= (\S+) (all-gather|all-to-all|all-reduce|reduce-scatter|collective-permute)",
+                         compiled_text)
+        return [(shape, op) for shape, op in ops]
+
+    def check_program(f, args, what):
+        """No gather; no collective carries logits (a token axis and a class axis together). The
+        data-parallel sum of the weights' gradient, [D, V/2] over `data`, is allowed."""
+        txt = jax.jit(f).lower(*args).compile().as_text()
+        found = collectives(txt)
+        for shape, op in found:
+            assert op == "all-reduce", (what, op, shape)
+            dims = [int(d) for d in re.findall(r"\d+", shape.split("{")[0].split("[")[1])] if "[" in shape else []
+            classes = {V, V // 2, V // 4} & set(dims)
+            tokens = {N, N // 2} & set(dims)
+            assert not (classes and tokens), (what, shape)
+        return len(found)
+
+    rng = np.random.default_rng(0)
+    z = 3 * rng.standard_normal((N, V)); z[0, 5] = -np.inf; z[1, 30] = -np.inf
+    y = np.array([3, 30, 17, 39], np.int32)
+    g = np.cos(np.arange(N))
+    h, w = rng.standard_normal((N, D)), rng.standard_normal((D, V))
+    meshes = {"model=4": (Mesh(np.array(jax.devices()), ("model",)), None),
+              "data=2,model=2": (Mesh(np.array(jax.devices()).reshape(2, 2), ("data", "model")), "data")}
+    reduces = 0
+    for label, (mesh, batch) in meshes.items():
+        zs = jax.device_put(z, NamedSharding(mesh, P(batch, "model")))
+        ws = jax.device_put(w, NamedSharding(mesh, P(None, "model")))
+        kw = dict(mesh=mesh, vocab_axis="model", batch_axis=batch)
+        cases = {
+            "lse": (lambda z: SH.sharded_logsumexp(z, **kw), ST.logsumexp, (zs,)),
+            "entropy": (lambda z: SH.sharded_entropy_from_logits(z, **kw), ST.entropy_from_logits, (zs,)),
+            "nll": (lambda z: SH.sharded_cross_entropy_with_integer_labels(z, y, **kw),
+                    lambda z: ST.cross_entropy_with_integer_labels(z, y), (zs,)),
+            "linear": (lambda h, w: SH.sharded_linear_cross_entropy(h, w, y, block_tokens=2, block_vocab=3, **kw),
+                       lambda h, w: linear_cross_entropy(h, w, y), (h, ws)),
+        }
+        for name, (sharded, whole, args) in cases.items():
+            what = f"{name} on {label}"
+            close(jax.jit(sharded)(*args), whole(*[np.asarray(a) for a in args]), what)
+            argnums = tuple(range(len(args)))
+            gs = jax.jit(jax.grad(lambda *a: jnp.sum(g * sharded(*a)), argnums))(*args)
+            gw = jax.grad(lambda *a: jnp.sum(g * whole(*a)), argnums)(*[np.asarray(a) for a in args])
+            for a, b in zip(gs, gw):
+                close(a, b, "grad " + what)
+            reduces += check_program(sharded, args, what)
+            reduces += check_program(jax.grad(lambda *a: jnp.sum(g * sharded(*a)), argnums), args, "grad " + what)
+        # the gradient of the logits stays sharded like the logits
+        grad = jax.jit(jax.grad(lambda z: jnp.sum(SH.sharded_cross_entropy_with_integer_labels(z, y, **kw))))(zs)
+        assert grad.sharding.is_equivalent_to(NamedSharding(mesh, P(batch, "model")), 2), grad.sharding
+    assert reduces > 0  # the combination really is done by collectives
+    print("SHARDING-OK", reduces)
+''')
+
+
+def test_on_four_cpu_devices_values_gradients_and_no_gather():
+    """Runs the checks of the module docstring's second level in a fresh interpreter with four
+    forced host devices (XLA_FLAGS must be set before jax is imported)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
+    assert "SHARDING-OK" in out.stdout
+
+
+# ============================================================================ argument checks
+
+
+def test_arguments_are_checked():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("model",))
+    z = jnp.zeros((2, 6))
+    with pytest.raises(TypeError, match="Mesh"):
+        SH.sharded_logsumexp(z, mesh="model", vocab_axis="model")
+    with pytest.raises(ValueError, match="not an axis"):
+        SH.sharded_logsumexp(z, mesh=mesh, vocab_axis="vocab")
+    with pytest.raises(ValueError, match="onepass"):
+        SH.sharded_entropy_from_logits(z, mesh=mesh, vocab_axis="model", implementation="onepass")
+    with pytest.raises(ValueError, match="labels"):
+        SH.sharded_cross_entropy_with_integer_labels(z, jnp.zeros(3, jnp.int32), mesh=mesh, vocab_axis="model")
+
+
+def test_a_one_device_mesh_computes_the_unsharded_values():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("model",))
+    z = np.linspace(-2, 2, 12).reshape(2, 6)
+    y = np.array([1, 5], np.int32)
+    _close(SH.sharded_cross_entropy_with_integer_labels(z, y, mesh=mesh, vocab_axis="model"),
+           ST.cross_entropy_with_integer_labels(z, y), "one device")

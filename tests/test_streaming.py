@@ -1,0 +1,475 @@
+"""vfe.streaming against the 50-digit oracle and against vfe.information / vfe.thermodynamics, for
+every implementation (several vocabulary blocks, whole rows, the one-pass variadic reduction),
+its derivatives, its edge cases, its low-precision accuracy and its memory on XLA:CPU.
+
+Tolerances are those of tests/test_information.py and tests/test_thermodynamics.py (``oracle.rtol``
+times the scale of the terms, stated next to each test): the streamed functions are held to the
+same accuracy as the reference implementations.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import oracle as O
+import pytest
+import strategies as S
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import vfe
+from vfe import streaming as ST
+from vfe.streaming import Rows
+
+FLOATS = S.FLOATS
+W = S.ROW_WEIGHTS
+BLOCKS = {2: 1, 5: 5, 16: 4, 6: 3}  # blocked rows: several blocks where n allows (5 is prime: one block)
+ONEPASS = ("logsumexp", "nll", "entropy")
+NAMES = ("logsumexp", "nll", "entropy", "soft_ce", "kl", "log_partition", "helmholtz")
+
+
+def _impls(name):
+    return ("blocked", "fused", "onepass") if name in ONEPASS else ("blocked", "fused")
+
+
+VARIANTS = [(name, impl) for name in NAMES for impl in _impls(name)]
+# "fused" is "blocked" without the blocks and barriers: float64 suffices for it (it shares every formula)
+TYPED_VARIANTS = [(name, impl, dtype) for name, impl in VARIANTS for dtype in FLOATS
+                  if impl != "fused" or dtype == np.float64]
+
+
+def _rows(impl, n):
+    return Rows(impl, BLOCKS.get(n, n) if impl == "blocked" else n)
+
+
+# The custom-VJP kernels on the last axis, called with an explicit Rows (small blocks), so that
+# the multi-block paths are exercised on the small shapes the oracle can afford.
+KERNELS = {
+    "logsumexp": lambda rows, z: ST._lse(z, rows),
+    "nll": lambda rows, z, y: ST._nll(z, y, rows),
+    "entropy": lambda rows, z: ST._entropy_vjp(z, rows),
+    "soft_ce": lambda rows, p, z: ST._soft_ce_vjp(p, z, rows),
+    "kl": lambda rows, a, b: ST._kl_vjp(a, b, rows),
+    "log_partition": lambda rows, e, b: ST._thermo_vjp(e, b, rows, ST.BETA),
+    "helmholtz": lambda rows, e, t: ST._thermo_vjp(e, t, rows, ST.TEMPERATURE),
+}
+DIFF = {"logsumexp": (1,), "nll": (1,), "entropy": (1,), "soft_ce": (1, 2), "kl": (1, 2),
+        "log_partition": (1, 2), "helmholtz": (1, 2)}
+VALUE = {k: jax.jit(f, static_argnums=0) for k, f in KERNELS.items()}
+GRAD = {k: jax.jit(jax.grad(lambda rows, *a, f=f: jnp.sum(jnp.asarray(W, jnp.result_type(a[0], jnp.float32))
+                                                          * f(rows, *a)), argnums=DIFF[k]), static_argnums=0)
+        for k, f in KERNELS.items()}
+PUBLIC = {
+    "logsumexp": ST.logsumexp, "nll": ST.cross_entropy_with_integer_labels, "entropy": ST.entropy_from_logits,
+    "soft_ce": ST.cross_entropy_from_logits, "kl": ST.kl_divergence_from_logits,
+    "log_partition": ST.log_partition, "helmholtz": ST.helmholtz_free_energy,
+}
+REFERENCE = {
+    "logsumexp": lambda z: jax.nn.logsumexp(z, axis=-1), "nll": vfe.cross_entropy_with_integer_labels,
+    "entropy": vfe.entropy_from_logits, "soft_ce": vfe.cross_entropy_from_logits,
+    "kl": vfe.kl_divergence_from_logits, "log_partition": vfe.log_partition, "helmholtz": vfe.helmholtz_free_energy,
+}
+
+
+def _abs_finite(x):
+    return np.abs(O.finite_part(np.asarray(x, np.float64)))
+
+
+def _magnitude(*xs):
+    """Largest finite |entry| per row."""
+    return np.max(np.stack([np.max(_abs_finite(x), axis=-1) for x in xs]), axis=0)
+
+
+def _draw(name, data, dtype, n, *, edge=True, batch=S.BATCH):
+    """Arguments of ``name`` (float64 values cast to ``dtype``): masks, ties, logits up to 1e4,
+    β = 0 and T ∈ [1e-30, 1e30] when ``edge``; interior points otherwise."""
+    c = lambda x: S.cast(x, dtype)
+    if edge:
+        lg, pr = S.logits(n, batch=batch), S.probs(n, batch=batch)
+        ts, bs = S.temperatures(batch=batch), S.betas(batch=batch)
+    else:
+        lg, pr = S.logits(n, masks=False, scales=(1.0, 3.0), batch=batch), S.probs(n, zeros=False, min_log=-6.0,
+                                                                                     batch=batch)
+        ts, bs = S.temperatures(0.5, 2.0, batch=batch), S.betas(0.5, 2.0, zero=False, batch=batch)
+    if name in ("logsumexp", "entropy"):
+        return (c(data.draw(lg)),)
+    if name == "nll":
+        return c(data.draw(lg)), data.draw(S.labels(n, batch=batch))
+    if name == "soft_ce":
+        return c(data.draw(pr)), c(data.draw(lg))
+    if name == "kl":
+        return c(data.draw(lg)), c(data.draw(lg))
+    if name == "log_partition":
+        return c(-data.draw(lg)), c(data.draw(bs))
+    if name == "helmholtz":
+        return c(-data.draw(lg)), c(data.draw(ts))
+    raise KeyError(name)
+
+
+def _oracle_and_scale(name, args, dtype):
+    """The 50-digit value of each row and the scale its rounding is measured against."""
+    n = args[0].shape[-1]
+    if name == "logsumexp":
+        (z,) = args
+        exact = O.rowwise(O.log_evidence, z)
+        return exact, 1 + _magnitude(z) + np.log(n)
+    if name == "nll":
+        z, y = args
+        exact = np.array([O.nll(z[i], y[i]) for i in range(z.shape[0])])
+        return exact, 1 + np.abs(O.finite_part(exact)) + np.log(n) + _magnitude(z)
+    if name == "entropy":
+        (z,) = args
+        lp = O.rowwise(O.log_softmax, z)
+        p, alp = np.exp(lp), np.abs(np.where(np.isfinite(lp), lp, 0))
+        return O.rowwise(O.entropy_from_logits, z), np.sum(p * (1 + alp) * (1 + alp + np.log(n)), -1)
+    if name == "soft_ce":
+        p, z = args
+        lq = O.rowwise(O.log_softmax, z)
+        pp = p.astype(np.float64)
+        scale = np.sum(np.where(pp > 0, pp * (1 + np.abs(np.where(np.isfinite(lq), lq, 0)) + np.log(n)), 0), -1)
+        return O.rowwise(O.cross_entropy_from_logits, p, z), scale
+    if name == "kl":
+        a, b = args
+        exact = O.rowwise(O.kl_from_logits, a, b)
+        p, q = np.exp(O.rowwise(O.log_softmax, a)), np.exp(O.rowwise(O.log_softmax, b))
+        m = 1 + 4 * _magnitude(a, b) + np.log(n)
+        return exact, np.where(np.isfinite(exact), np.abs(exact), 0) + np.sum(np.abs(p - q), -1) * m + 1e-90
+    if name == "log_partition":
+        e, b = args
+        exact = O.rowwise(O.log_partition, e, extra=(b,))
+        return exact, np.abs(b.astype(np.float64)) * _magnitude(e) + 1 + np.log(n)
+    if name == "helmholtz":
+        e, t = args
+        exact = O.rowwise(O.helmholtz, e, extra=(t,))
+        return exact, _magnitude(e) + t.astype(np.float64) * (1 + np.log(n))
+    raise KeyError(name)
+
+
+def check_against_oracle(fn, name, args, dtype, what):
+    """``fn(*args)`` has the promoted dtype and matches the oracle to ``rtol(dtype, n)·scale``."""
+    got = fn(*args)
+    assert got.dtype == jnp.promote_types(dtype, jnp.float32), got.dtype
+    exact, scale = _oracle_and_scale(name, args, dtype)
+    O.assert_close(got, exact, O.rtol(dtype, args[0].shape[-1]) * scale, what)
+    if name == "kl":
+        assert np.all(np.asarray(got) >= 0)
+
+
+# ============================================================================ values
+
+
+@pytest.mark.parametrize("name,impl,dtype", TYPED_VARIANTS, ids=str)
+@settings(max_examples=S.examples(4))
+@given(data=st.data())
+def test_every_implementation_matches_the_oracle(name, impl, dtype, data):
+    """Rows of 16 classes: four blocks of 4 for "blocked" (whole rows of every size are covered
+    by the public functions' test below)."""
+    n = 16
+    args = _draw(name, data, dtype, n)
+    rows = _rows(impl, n)
+    check_against_oracle(lambda *a: VALUE[name](rows, *a), name, args, dtype, f"{name} {rows}")
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=S.examples(4))
+@given(data=st.data())
+def test_public_functions_match_the_oracle_and_the_reference_implementation(name, dtype, data):
+    """The public functions (backend-default implementation, rows of 5) agree with the oracle, and with
+    vfe.information / vfe.thermodynamics on the same inputs (masks, ties, 1e4 logits, β = 0, T → 0/∞)."""
+    n = 5
+    args = _draw(name, data, dtype, n)
+    check_against_oracle(PUBLIC[name], name, args, dtype, name)
+    _, scale = _oracle_and_scale(name, args, dtype)
+    ours, ref = np.asarray(PUBLIC[name](*args), np.float64), np.asarray(REFERENCE[name](*args), np.float64)
+    O.assert_close(ours, ref, 2 * O.rtol(dtype, n) * scale, f"{name} vs reference")
+
+
+KL_RTOL = {np.float32: 1e-3, np.float64: 1e-10}  # the claim of vfe.kl_divergence_from_logits, relative to KL
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("impl", ["blocked", "fused"])
+@settings(max_examples=S.examples(10))
+@given(pair=S.close_pair(16))
+def test_kl_is_accurate_and_non_negative_for_close_distributions(impl, dtype, pair):
+    """p ≈ q (relative 1e-6): relative error below 1e-3 (float32) / 1e-10 (float64) of KL itself,
+    as for vfe.kl_divergence_from_logits, where Σ p log(p/q) is mostly rounding noise."""
+    a, b = (S.cast(np.log(x), dtype) for x in pair)
+    got = np.asarray(VALUE["kl"](_rows(impl, 16), a, b), np.float64)
+    exact = O.rowwise(O.kl_from_logits, a, b)
+    assert np.all(got >= 0), got
+    O.assert_close(got, exact, KL_RTOL[dtype] * exact, f"KL, p ≈ q, {impl}")
+
+
+# ============================================================================ derivatives
+
+N = 6  # derivative tests: one bucket, blocks of 3
+
+
+def _row_grads(name, args):
+    """The oracle's derivatives of ``Σ_rows W_r f(row)`` with respect to the differentiated arguments."""
+    a = [np.asarray(x, np.float64) for x in args]
+    rows = range(S.BATCH)
+    w = W[:, None]
+    if name == "logsumexp":
+        return (w * np.exp(O.rowwise(O.log_softmax, a[0])),)
+    if name == "nll":
+        return (w * (np.exp(O.rowwise(O.log_softmax, a[0])) - np.eye(N)[np.asarray(args[1])]),)
+    if name == "entropy":
+        return (w * O.rowwise(O.d_entropy_from_logits, a[0]),)
+    if name == "soft_ce":
+        lq = O.rowwise(O.log_softmax, a[1])
+        return w * -lq, w * (a[0].sum(-1, keepdims=True) * np.exp(lq) - a[0])
+    if name == "kl":
+        d = [O.d_kl_from_logits(a[0][i], a[1][i]) for i in rows]
+        return w * np.stack([x[0] for x in d]), w * np.stack([x[1] for x in d])
+    if name == "log_partition":
+        d = [O.d_log_partition(a[0][i], a[1][i]) for i in rows]
+        return w * np.stack([x[0] for x in d]), W * np.array([x[1] for x in d])
+    if name == "helmholtz":
+        d = [O.d_helmholtz(a[0][i], a[1][i]) for i in rows]
+        return w * np.stack([x[0] for x in d]), W * np.array([x[1] for x in d])
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("name,impl,dtype", TYPED_VARIANTS, ids=str)
+@settings(max_examples=S.examples(2))
+@given(data=st.data())
+def test_gradients_match_the_oracle_at_interior_points(name, impl, dtype, data):
+    """∂lse/∂z = p, ∂NLL/∂z = p - onehot, ∂H/∂z = -p(log p + H), ∂CE/∂p = -log q, ∂CE/∂z = Pq - p,
+    ∂KL/∂a = p(d - KL), ∂KL/∂b = q - p, ∂log Z/∂E = -βp, ∂log Z/∂β = -<E>, ∂F/∂E = p, ∂F/∂T = -H.
+    Scale: 1 + the largest derivative (interior points: logits ≤ 3, T, β ∈ [0.5, 2])."""
+    args = _draw(name, data, dtype, N, edge=False)
+    grads = GRAD[name](_rows(impl, N), *args)
+    exact = _row_grads(name, args)
+    big = max(np.max(np.abs(x)) for x in exact)
+    for g, e, arg in zip(grads, exact, (args[i - 1] for i in DIFF[name])):
+        assert g.dtype == arg.dtype
+        O.assert_close(g, e, O.rtol(dtype, N) * (1 + big), f"d {name} {impl}")
+
+
+@pytest.mark.parametrize("name,impl", [v for v in VARIANTS if v[1] != "fused"])
+@settings(max_examples=S.examples(6))
+@given(data=st.data())
+def test_gradients_are_finite_at_the_edges(name, impl, data):
+    """No NaN in any gradient (masks, ties, logits of 1e4, β = 0, T ∈ [1e-30, 1e30]); finite
+    wherever the value is finite (float32, where overflow would show first)."""
+    args = _draw(name, data, np.float32, N)
+    rows = _rows(impl, N)
+    value = VALUE[name](rows, *args)
+    for g in GRAD[name](rows, *args):
+        O.assert_derivative_finite(value, g, f"grad {name} {impl}")
+
+
+@settings(max_examples=S.examples(10))
+@given(data=st.data())
+def test_masked_logits_equal_logits_clipped_to_minus_1e30(data):
+    """A -inf logit is the limit of a very negative one: same value and gradient at -1e30 (float64)."""
+    z = data.draw(S.logits(N))
+    b = np.where(np.isneginf(z), -np.inf, data.draw(S.logits(N, masks=False)))  # KL finite
+    p = np.where(np.isneginf(z), 0.0, data.draw(S.probs(N, zeros=False)))
+    p /= p.sum(-1, keepdims=True)
+    y = np.argmax(z, axis=-1).astype(np.int32)
+    clip = lambda x: np.maximum(x, -1e30)
+    cases = {
+        "logsumexp": ((z,), (clip(z),), (0,)), "entropy": ((z,), (clip(z),), (0,)), "nll": ((z, y), (clip(z), y), (0,)),
+        "soft_ce": ((p, z), (p, clip(z)), (1,)), "kl": ((z, b), (clip(z), clip(b)), (0, 1)),
+    }
+    for name, (masked, clipped, which) in cases.items():
+        for impl in (i for i in _impls(name) if i != "fused"):
+            rows = _rows(impl, N)
+            vm, vc = np.asarray(VALUE[name](rows, *masked)), np.asarray(VALUE[name](rows, *clipped))
+            O.assert_close(vm, vc, O.rtol(np.float64, N) * (1 + np.abs(vc)), f"value {name} {impl}")
+            gms, gcs = GRAD[name](rows, *masked), GRAD[name](rows, *clipped)
+            for i in which:
+                O.assert_close(gms[i], gcs[i], O.rtol(np.float64, N) * (1 + np.max(np.abs(gcs[i]))), f"grad {name}")
+
+
+def test_a_fully_masked_row_gives_nan_except_logsumexp():
+    z = jnp.full((1, 4), -jnp.inf)
+    assert float(ST.logsumexp(z)[0]) == -np.inf
+    for f in (ST.entropy_from_logits, lambda z: ST.cross_entropy_with_integer_labels(z, jnp.zeros(1, jnp.int32))):
+        assert np.isnan(np.asarray(f(z))).all()
+
+
+def test_reverse_mode_only():
+    """custom_vjp: forward-mode differentiation is not defined (documented)."""
+    with pytest.raises(TypeError):
+        jax.jvp(ST.logsumexp, (jnp.ones(3),), (jnp.ones(3),))
+
+
+# ============================================================================ transformations
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=S.examples(1))
+@given(data=st.data())
+def test_jit_vmap_axis_and_batch_shapes(name, data):
+    """vmap over rows ≡ the batched call, axis=1 ≡ moveaxis, (2, 3, n) batches (the public functions
+    are jitted already)."""
+    f = PUBLIC[name]
+    args = [np.asarray(a).reshape((2, 3) + np.shape(a)[1:]) for a in _draw(name, data, np.float64, 5, batch=6)]
+    ref = np.asarray(f(*args))
+    tol = O.rtol(np.float64, 5) * (1 + np.abs(O.finite_part(ref)) + _magnitude(*[a for a in args if a.ndim == 3]))
+    O.assert_close(jax.vmap(f)(*args), ref, tol, f"vmap {name}")
+    moved = [np.moveaxis(a, -1, 1) if a.ndim == 3 else a for a in args]
+    O.assert_close(f(*moved, axis=1), ref, tol, f"axis=1 {name}")
+
+
+# ============================================================================ low precision
+
+
+def _naive(name, args):
+    """The formula written with jax.nn / optax in the inputs' own dtype (the peer the accuracy rule
+    compares against)."""
+    if name == "logsumexp":
+        return jax.nn.logsumexp(args[0], axis=-1)
+    if name == "nll":
+        return optax.softmax_cross_entropy_with_integer_labels(*args)
+    if name == "entropy":
+        return -jnp.sum(jax.nn.softmax(args[0]) * jax.nn.log_softmax(args[0]), axis=-1)
+    if name == "soft_ce":
+        return optax.softmax_cross_entropy(args[1], args[0])
+    if name == "kl":
+        return jnp.sum(jax.nn.softmax(args[0]) * (jax.nn.log_softmax(args[0]) - jax.nn.log_softmax(args[1])), axis=-1)
+    if name in ("log_partition", "helmholtz"):
+        e, k = args[0], args[1].astype(args[0].dtype)[:, None]
+        return jax.nn.logsumexp(-k * e, -1) if name == "log_partition" else -k[:, 0] * jax.nn.logsumexp(-e / k, -1)
+    raise KeyError(name)
+
+
+LOW = [(name, jnp.bfloat16) for name in NAMES] + [(name, jnp.float16) for name in ("logsumexp", "nll", "kl")]
+
+
+@pytest.mark.parametrize("name,low", LOW, ids=lambda x: getattr(x, "__name__", x))
+def test_low_precision_accumulates_in_float32_and_beats_the_naive_formula(name, low):
+    """bfloat16/float16 inputs: float32 result, and an error against
+    the float64 truth (the reference formula on the upcast inputs) no worse than the naive formula's
+    in the same dtype (Cut Cross-Entropy's rule), over 8 rows of 1024 classes."""
+    rng = np.random.default_rng(0)
+    n, rows = 1024, 8
+    z = (3 * rng.standard_normal((rows, n))).astype(low)
+    b = (z.astype(np.float32) + rng.standard_normal((rows, n))).astype(low)
+    p = rng.dirichlet(np.ones(n), rows).astype(low)
+    y = rng.integers(0, n, rows).astype(np.int32)
+    scale = np.full(rows, 0.7, np.float32)  # a temperature / β (vfe's checks take float32 scales)
+    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (p, z), "kl": (z, b),
+            "log_partition": (z, scale), "helmholtz": (z, scale)}[name]
+    got = PUBLIC[name](*args)
+    assert got.dtype == jnp.float32
+    up = [np.asarray(a, np.float64) if jnp.issubdtype(np.asarray(a).dtype, jnp.floating) else a for a in args]
+    truth = np.asarray(REFERENCE[name](*up), np.float64)
+    ours = np.max(np.abs(np.asarray(got, np.float64) - truth))
+    naive = np.max(np.abs(np.asarray(_naive(name, args), np.float64) - truth))
+    assert ours <= naive, (name, ours, naive)
+
+
+@pytest.mark.parametrize("name", ["nll", "kl"])
+def test_low_precision_gradients_have_the_input_dtype(name):
+    z = jnp.asarray(np.linspace(-3, 3, 2 * 64).reshape(2, 64), jnp.bfloat16)
+    args = (z, jnp.array([1, 7], jnp.int32)) if name == "nll" else (z, z[::-1])
+    grads = jax.grad(lambda *a: jnp.sum(PUBLIC[name](*a)), argnums=0)(*args)
+    assert grads.dtype == jnp.bfloat16 and np.isfinite(np.asarray(grads, np.float32)).all()
+
+
+# ============================================================================ large vocabularies
+
+
+def test_block_lengths():
+    """Rows up to BLOCK are reduced whole; longer ones in the largest dividing block of at least
+    1024 classes, or whole when there is none (a prime)."""
+    assert ST.block_length(32000) == 32000 and ST.block_length(ST.BLOCK) == ST.BLOCK
+    assert ST.block_length(128256) == 32064 and ST.block_length(65536) == 32768
+    assert ST.block_length(50257) == 1733 and ST.block_length(151936) == 18992
+    assert ST.block_length(32771) == 32771
+
+
+def test_large_vocabularies_through_the_public_api():
+    """Rows longer than BLOCK are reduced in blocks (40000 = 2 × 20000); every function still
+    equals the float64 reference on the same float32 inputs, to the rounding of its own float32
+    formula (a different order of summation: factor 2)."""
+    n = 40000
+    assert ST.block_length(n) == 20000
+    rng = np.random.default_rng(n)
+    z = (4 * rng.standard_normal((2, n))).astype(np.float32)
+    b = (z + rng.standard_normal((2, n))).astype(np.float32)
+    z[0, :7] = -np.inf
+    b[0, :7] = -np.inf
+    p = rng.dirichlet(np.ones(n), 2).astype(np.float32)
+    p[0, :7] = 0
+    y = np.array([9, n - 1], np.int32)
+    t = np.array([0.5, 2.0], np.float32)
+    for name, args in {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (p, z), "kl": (z, b),
+                       "log_partition": (-z, t), "helmholtz": (-z, t)}.items():
+        got = np.asarray(PUBLIC[name](*args), np.float64)
+        truth = np.asarray(REFERENCE[name](*[np.asarray(a, np.float64) if a.dtype.kind == "f" else a for a in args]))
+        naive = np.asarray(REFERENCE[name](*args) if name != "logsumexp" else _naive(name, args), np.float64)
+        eps_floor = 4 * np.finfo(np.float32).eps * (1 + np.abs(truth))
+        assert np.all(np.abs(got - truth) <= np.maximum(2 * np.abs(naive - truth), eps_floor)), (name, got, truth, naive)
+
+
+# ============================================================================ memory on XLA:CPU
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_blocked_reductions_materialise_no_vocabulary_sized_temporary(name):
+    """Forward and forward+gradient programs of the CPU default keep their temporaries below an
+    eighth of the logits (XLA's compiled memory analysis; [8, 65536] float32 inputs): the logits are
+    read by fused reductions, never copied into [N, V] intermediates."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("an XLA:CPU property")
+    n, v = 8, 65536
+    z = jax.ShapeDtypeStruct((n, v), jnp.float32)
+    y = jax.ShapeDtypeStruct((n,), jnp.int32)
+    t = jax.ShapeDtypeStruct((n,), jnp.float32)
+    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (z, z), "kl": (z, z),
+            "log_partition": (z, t), "helmholtz": (z, t)}[name]
+    f = PUBLIC[name]
+    grad = jax.grad(lambda *a: jnp.sum(f(*a)))
+    for program in (f, grad):
+        temp = jax.jit(program).lower(*args).compile().memory_analysis().temp_size_in_bytes
+        assert temp < n * v * 4 / 8, (name, program, temp)
+
+
+# ============================================================================ argument checks
+
+
+def test_arguments_are_checked_before_any_work():
+    z = jnp.zeros((2, 5))
+    with pytest.raises(TypeError, match="floating"):
+        ST.logsumexp(jnp.zeros((2, 5), jnp.int32))
+    with pytest.raises(ValueError, match="implementation"):
+        ST.entropy_from_logits(z, implementation="fast")
+    with pytest.raises(ValueError, match="onepass"):
+        ST.kl_divergence_from_logits(z, z, implementation="onepass")
+    with pytest.raises(ValueError, match="same shape"):
+        ST.cross_entropy_from_logits(z, jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match="labels"):
+        ST.cross_entropy_with_integer_labels(z, jnp.zeros(3, jnp.int32))
+    with pytest.raises(ValueError, match="temperature"):
+        ST.helmholtz_free_energy(z, 0.0)
+    with pytest.raises(ValueError, match="axis"):
+        ST.logsumexp(z, axis=2)
+
+
+# ============================================================================ the tests can fail
+
+
+def _wrong_blocked_lse(z):
+    """Blocks of 4, each with its own maximum, combined *without* rescaling by e^{m_b - m}."""
+    zb = z.reshape(*z.shape[:-1], -1, 4)
+    m_b = jnp.max(zb, axis=-1)
+    s_b = jnp.sum(jnp.exp(zb - m_b[..., None]), axis=-1)
+    return jnp.max(m_b, axis=-1) + jnp.log(jnp.sum(s_b, axis=-1))
+
+
+def test_a_planted_wrong_blocked_reduction_is_rejected():
+    """The oracle check used above rejects a blocked log-sum-exp that forgets to rescale (on rows
+    whose blocks have different maxima; it passes the correct blocked reduction on the same rows)."""
+    z = np.array([[0.0, -1.0, -2.0, -3.0, 5.0, 4.0, 3.0, 2.0, -9.0, -8.0, -7.0, -6.0, 1.0, 1.5, 0.5, 0.25]] * 2)
+    check_against_oracle(lambda z: VALUE["logsumexp"](Rows("blocked", 4), z), "logsumexp", (z,), np.float64, "right")
+    with pytest.raises(AssertionError):
+        check_against_oracle(_wrong_blocked_lse, "logsumexp", (z,), np.float64, "planted")

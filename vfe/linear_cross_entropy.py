@@ -1,0 +1,242 @@
+r"""Cross-entropy of a linear classifier head, without materialising the ``[N, V]`` logits.
+
+For hidden states ``h`` (``[N, d]``), classifier weights ``W`` (``[d, V]``) and integer labels ``y``
+(``[N]``) the per-token loss is
+
+.. math:: \ell_n = \operatorname{lse}(h_n W) - (h_n W)_{y_n}
+          = \log\sum_v e^{z_{nv} - m_n} - (z_{n y_n} - m_n),\qquad z = hW,\ m_n = \max_v z_{nv}.
+
+:func:`linear_cross_entropy` computes it block by block: a loop over vocabulary blocks of
+``block_vocab`` columns, and inside it a loop over token blocks of ``block_tokens`` rows, forms
+one ``[block_tokens, block_vocab]`` tile of logits at a time and folds it into per-token running
+statistics ``(m, s)`` with the online rule ``m' = max(m, max tile)``,
+``s' = s e^{m - m'} + Σ e^{tile - m'}`` (claim S2 of ``proofs/streaming.py``). The label logit is
+one gathered dot product per token. Memory beyond the inputs and outputs is one tile (plus
+``O(N)`` statistics): independent of ``V`` (and of ``N``).
+
+The backward pass (:func:`jax.custom_vjp`) keeps ``h``, ``W``, ``y`` and the per-token ``(m, log s)``
+as residuals and recomputes each tile: with ``p = softmax(z)`` and ``G = g (p - onehot(y))`` it
+accumulates ``∂h = G Wᵀ`` (float32, ``[N, d]``) over the vocabulary blocks and writes
+``∂W[:, block] = hᵀ G`` once per vocabulary block. Cost: one tile matmul forward, three backward
+— the price of never storing the logits (Cut Cross-Entropy makes the same trade).
+
+Blocks that do not divide ``N`` or ``V`` are handled by starting the last block early (at
+``V - block``) and masking the columns (rows) that the previous block already covered, so any
+block sizes work without padding copies.
+
+Precision: the tiles are computed with ``preferred_element_type=float32`` (bfloat16 inputs
+accumulate in float32); gradients are returned in the dtypes of ``h`` and ``W``.
+
+References:
+  E. Wijmans et al., "Cut your losses in large-vocabulary language models" (2024);
+  Liger-Kernel ``fused_linear_cross_entropy``; levanter ``fused_cross_entropy_loss_and_logsumexp_penalty``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float, Int
+
+from vfe import _checks
+from vfe._numerics import compute_dtype
+
+__all__ = ["BLOCK_TOKENS", "BLOCK_VOCAB", "linear_cross_entropy"]
+
+BLOCK_TOKENS: int = 1024
+"""Default token block (rows of a logits tile)."""
+
+BLOCK_VOCAB: int = 4096
+"""Default vocabulary block (columns of a logits tile)."""
+
+
+def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, "d V"],
+                         labels: Int[Array, "*batch"], *, block_tokens: int | None = None,
+                         block_vocab: int | None = None) -> Float[Array, "*batch"]:
+    r"""Per-token cross-entropy of ``softmax(hidden @ weight)`` against ``labels``, logits never stored.
+
+    .. math:: \ell_n = \log\sum_v e^{(hW)_{nv}} - (hW)_{n y_n}
+
+    Equal (to rounding) to ``vfe.cross_entropy_with_integer_labels(hidden @ weight, labels)``,
+    with memory ``O(block_tokens · block_vocab)`` beyond inputs and outputs in both passes.
+
+    Args:
+      hidden: hidden states ``h``, shape ``(*batch, d)``.
+      weight: classifier weights ``W``, shape ``(d, V)``.
+      labels: integer targets in ``[0, V)``, shape ``(*batch,)`` (not range-checked under ``jit``).
+      block_tokens: rows per tile (default :data:`BLOCK_TOKENS`, at most the number of tokens).
+      block_vocab: columns per tile (default :data:`BLOCK_VOCAB`, at most ``V``).
+
+    Returns:
+      the loss per token in nats, shape ``(*batch,)``, dtype ``promote_types(dtype, float32)``.
+
+    Differentiable in ``hidden`` and ``weight`` (reverse mode).
+    """
+    func = "linear_cross_entropy"
+    h = _checks.floating(func, "hidden", hidden)
+    w = _checks.floating(func, "weight", weight)
+    y = _checks.integer(func, "labels", labels)
+    if h.ndim < 1 or w.ndim != 2:
+        raise ValueError(f"{func}: `hidden` must have shape (*batch, d) and `weight` shape (d, V), "
+                         f"got {h.shape} and {w.shape}")
+    if h.shape[-1] != w.shape[0]:
+        raise ValueError(f"{func}: the last axis of `hidden` ({h.shape[-1]}) must equal the first axis of "
+                         f"`weight` ({w.shape[0]})")
+    if y.shape != h.shape[:-1]:
+        raise ValueError(f"{func}: argument `labels` must have shape {h.shape[:-1]} (hidden's shape without "
+                         f"its last axis), got {y.shape}")
+    tokens = max(1, int(jnp.size(y)))
+    bt = _block(func, "block_tokens", block_tokens, BLOCK_TOKENS, tokens)
+    bv = _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, w.shape[1])
+    return _linear_ce(h, w, y, block_tokens=bt, block_vocab=bv)
+
+
+def _block(func: str, name: str, value, default: int, size: int) -> int:
+    if value is None:
+        return min(default, size)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{func}: argument `{name}` must be a positive int, got {value!r}")
+    return min(value, size)
+
+
+@functools.partial(jax.jit, static_argnames=("block_tokens", "block_vocab"))
+def _linear_ce(h, w, y, block_tokens, block_vocab):
+    batch = y.shape
+    h2, y2 = h.reshape(-1, h.shape[-1]), y.reshape(-1)
+    return _lce(h2, w, y2, (block_tokens, block_vocab)).reshape(batch)
+
+
+# ----------------------------------------------------------------------------- tiles
+
+
+_ZERO = np.int32(0)  # an index of the same type as the loop's (int32 also under x64)
+
+
+def _starts(index, block, size):
+    """``(start, first)``: a block that would run past ``size`` starts early, at ``size - block``;
+    entries before ``first = index · block`` belong to the previous block."""
+    first = jnp.asarray(index, jnp.int32) * block
+    return jnp.minimum(first, size - block), first
+
+
+def _tile(h, w, t, j, blocks):
+    """``(z, rows, cols, new_rows, new_cols)`` of tile ``(t, j)``: its float32 logits, the global
+    row and column indices, and which rows/columns no earlier block covered."""
+    (bt, bv), (n, d), v = blocks, h.shape, w.shape[1]
+    r0, r_first = _starts(t, bt, n)
+    c0, c_first = _starts(j, bv, v)
+    h_t = lax.dynamic_slice(h, (r0, _ZERO), (bt, d))
+    w_j = lax.dynamic_slice(w, (_ZERO, c0), (d, bv))
+    z = jnp.matmul(h_t, w_j, preferred_element_type=compute_dtype(jnp.result_type(h, w)))
+    rows = r0 + lax.iota(jnp.int32, bt)
+    cols = c0 + lax.iota(jnp.int32, bv)
+    return z, (h_t, w_j), rows, cols, rows >= r_first, cols >= c_first
+
+
+def _count(block, size):
+    return -(-size // block)
+
+
+def _label_logits(h, w, y):
+    """``z_{n y_n} = h_n · W[:, y_n]`` (one gathered column per token)."""
+    cols = jnp.take(w, y, axis=1).T  # [N, d]
+    dtype = compute_dtype(jnp.result_type(h, w))
+    return jnp.sum(h.astype(dtype) * cols.astype(dtype), axis=-1)
+
+
+def _zeros_like_inputs(x, y, dtype):
+    """Zeros of ``x``'s shape computed from ``x`` and ``y``: under :func:`jax.shard_map` they vary over
+    the same mesh axes as the inputs, as the loop carries they initialise must."""
+    return (x.astype(dtype) * y.astype(dtype)) * 0
+
+
+def _statistics(h, w, blocks):
+    """Per-token ``(m, s)`` over the vocabulary, tile by tile with the online rule."""
+    (bt, bv), n, v = blocks, h.shape[0], w.shape[1]
+    dtype = compute_dtype(jnp.result_type(h, w))
+    floor = jnp.finfo(dtype).min
+
+    def vocab_block(j, carry):
+        def token_block(t, carry):
+            m_all, s_all = carry
+            z, _, rows, _, new_rows, new_cols = _tile(h, w, t, j, blocks)
+            z = jnp.where(new_cols, z, -jnp.inf)
+            r0 = rows[0]
+            m = lax.dynamic_slice(m_all, (r0,), (bt,))
+            s = lax.dynamic_slice(s_all, (r0,), (bt,))
+            m_new = jnp.maximum(m, jnp.max(z, axis=-1))
+            s_new = s * jnp.exp(m - m_new) + jnp.sum(jnp.exp(z - m_new[:, None]), axis=-1)
+            # rows that the previous token block covered already hold this tile
+            m_new, s_new = jnp.where(new_rows, m_new, m), jnp.where(new_rows, s_new, s)
+            return lax.dynamic_update_slice(m_all, m_new, (r0,)), lax.dynamic_update_slice(s_all, s_new, (r0,))
+
+        return lax.fori_loop(0, _count(bt, n), token_block, carry)
+
+    zero = _zeros_like_inputs(h[:, 0], w[0, 0], dtype)
+    return lax.fori_loop(0, _count(bv, v), vocab_block, (zero + floor, zero))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _lce(h, w, y, blocks):
+    return _lce_fwd(h, w, y, blocks)[0]
+
+
+def _lce_fwd(h, w, y, blocks):
+    m, s = _statistics(h, w, blocks)
+    log_s = jnp.log(s)
+    loss = log_s - (_label_logits(h, w, y) - m)
+    return loss, (h, w, y, m, log_s)
+
+
+def _lce_bwd(blocks, res, g):
+    h, w, y, m, log_s = res
+    dh, dw = _backward(h, w, y, m, log_s, g, blocks)
+    return dh.astype(h.dtype), dw, None
+
+
+def _backward(h, w, y, m, log_s, g, blocks):
+    """``(∂h, ∂W)`` of ``Σ_n g_n ℓ_n`` from the per-token statistics, tile by tile.
+
+    ``∂h`` is returned in float32 (at least; the caller casts it), ``∂W`` in ``W``'s dtype.
+    A label outside ``[0, V)`` matches no column (its one-hot term is absent): a vocabulary shard
+    passes ``y - offset``.
+    """
+    (bt, bv), (n, d), v = blocks, h.shape, w.shape[1]
+    dtype = compute_dtype(jnp.result_type(h, w))
+    g = g.astype(dtype)
+
+    def vocab_block(j, carry):
+        dh, dw = carry
+
+        def token_block(t, carry):
+            dh, dw_j = carry
+            z, (h_t, w_j), rows, cols, new_rows, new_cols = _tile(h, w, t, j, blocks)
+            r0 = rows[0]
+            m_t, ls_t, g_t, y_t = (lax.dynamic_slice(x, (r0,), (bt,)) for x in (m, log_s, g, y))
+            p = jnp.exp((z - m_t[:, None]) - ls_t[:, None])
+            grad = g_t[:, None] * (p - (cols[None, :] == y_t[:, None]))
+            # rows and columns that an earlier (overlapping) block covered have been counted
+            grad = jnp.where(new_rows[:, None] & new_cols[None, :], grad, 0.0)
+            dh_t = lax.dynamic_slice(dh, (r0, _ZERO), (bt, d)) + jnp.matmul(
+                grad.astype(w_j.dtype), w_j.T, preferred_element_type=dtype)
+            dw_j = dw_j + jnp.matmul(h_t.T, grad.astype(h_t.dtype), preferred_element_type=dtype)
+            return lax.dynamic_update_slice(dh, dh_t, (r0, _ZERO)), dw_j
+
+        zero = _zeros_like_inputs(lax.dynamic_slice(w, (_ZERO, _ZERO), (d, bv)), h[0, 0], dtype)
+        dh, dw_j = lax.fori_loop(0, _count(bt, n), token_block, (dh, zero))
+        c0, c_first = _starts(j, bv, v)
+        cols = c0 + lax.iota(jnp.int32, bv)
+        # the last block starts early: keep the columns that the previous block wrote
+        old = lax.dynamic_slice(dw, (_ZERO, c0), (d, bv))
+        dw_j = jnp.where(cols[None, :] >= c_first, dw_j.astype(dw.dtype), old)
+        return dh, lax.dynamic_update_slice(dw, dw_j, (_ZERO, c0))
+
+    init = (_zeros_like_inputs(h, w[0, 0], dtype), _zeros_like_inputs(w, h[0, 0], w.dtype))
+    return lax.fori_loop(0, _count(bv, v), vocab_block, init)
+
+
+_lce.defvjp(_lce_fwd, _lce_bwd)

@@ -1,0 +1,460 @@
+r"""Softmax reductions over a vocabulary sharded across devices, without gathering the logits.
+
+Each device holds a slice of the classes (``V / P`` logits per token, or ``V / P`` columns of the
+classifier weights). The row statistics of :mod:`vfe.streaming` combine across the slices with two
+collectives (claim S3 of ``proofs/streaming.py``):
+
+.. math::
+    m = \operatorname{pmax}_k m_k, \qquad s = \operatorname{psum}_k \sum_{i \in k} e^{z_i - m},
+    \qquad z_y - m = \operatorname{psum}_k [\,y \in k\,](z_y - m),
+
+so a token's loss costs three scalars of communication per device, whatever ``V``; the logits
+(and their gradient, which is local: ``softmax(z) - onehot(y)`` on each slice) never leave their
+device. The per-device functions (``shard_*``) only use ``pmax``, ``psum`` and ``axis_index`` over
+``vocab_axis``, so they run unchanged under :func:`jax.vmap` with ``axis_name=vocab_axis`` over a
+``[P, ..., V/P]`` array: that is how ``proofs/streaming.py`` and the tests check sharded = unsharded
+on one device. For the linear head the gradient with respect to the hidden states is the one reduction
+of the backward pass (``∂h = psum_k G_k W_kᵀ``); ``∂W`` stays sharded like ``W``.
+
+The functions run under :func:`jax.shard_map` over a :class:`jax.sharding.Mesh`: ``vocab_axis``
+names the mesh axis that shards the classes (the last axis of the logits, the second of the
+weights) and, optionally, ``batch_axis`` a mesh axis that shards the tokens (the first axis). The
+arrays may be passed already sharded (``NamedSharding(mesh, P(batch_axis, vocab_axis))``) or not
+(they are then resharded on entry). The number of classes must be divisible by the size of
+``vocab_axis``, and the tokens by that of ``batch_axis``.
+
+Each function computes the same values as its unsharded counterpart (``vfe.streaming`` /
+``vfe.linear_cross_entropy``); differentiable in reverse mode. The functions are not wrapped in
+:func:`jax.jit` themselves (call them inside the caller's ``jit``): with jax 0.10.2, the eager
+reverse-mode transpose of a ``jit`` with a static mesh argument failed when a second mesh was
+used in the same process.
+
+References:
+  M. Shoeybi et al., "Megatron-LM" (2019), §3 (vocabulary-parallel cross-entropy);
+  the levanter and MaxText vocabulary-sharded losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Float, Int
+
+from vfe import _checks
+from vfe import linear_cross_entropy as _lce
+from vfe import streaming as _st
+
+__all__ = [
+    "shard_cross_entropy_with_integer_labels",
+    "shard_entropy",
+    "shard_label_logit",
+    "shard_linear_backward",
+    "shard_linear_cross_entropy",
+    "shard_log_normaliser",
+    "shard_softmax_grad",
+    "sharded_cross_entropy_with_integer_labels",
+    "sharded_entropy_from_logits",
+    "sharded_linear_cross_entropy",
+    "sharded_logsumexp",
+]
+
+
+def _shard_map(f, mesh, in_specs, out_specs):
+    """:func:`jax.shard_map` (jax ≥ 0.6), or ``jax.experimental.shard_map`` on older versions."""
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+    from jax.experimental.shard_map import shard_map  # pragma: no cover - old jax
+
+    return shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)  # pragma: no cover
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """Static description of a sharded call (hashable, not a pytree: a ``custom_vjp`` static argument)."""
+
+    mesh: Mesh
+    vocab_axis: str
+    batch_axis: str | None
+    ndim: int
+
+    @property
+    def tokens(self) -> P:
+        """Spec of a per-token array: the logits' axes but the last, the first over ``batch_axis``."""
+        return P(self.batch_axis, *([None] * (self.ndim - 2))) if self.ndim > 1 else P()
+
+    @property
+    def logits(self) -> P:
+        """Spec of the logits: tokens as :attr:`tokens`, classes over ``vocab_axis``."""
+        return P(*self.tokens, self.vocab_axis)
+
+    def map(self, f, in_specs, out_specs):
+        """``f`` under :func:`jax.shard_map` on this layout's mesh."""
+        return _shard_map(f, self.mesh, in_specs, out_specs)
+
+
+def _check_mesh(func: str, mesh, vocab_axis, batch_axis, classes: int, tokens: int | None) -> None:
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"{func}: argument `mesh` must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    for name, axis in (("vocab_axis", vocab_axis), ("batch_axis", batch_axis)):
+        if axis is not None and axis not in mesh.shape:
+            raise ValueError(f"{func}: argument `{name}`={axis!r} is not an axis of the mesh {dict(mesh.shape)}")
+    if vocab_axis is None or vocab_axis == batch_axis:
+        raise ValueError(f"{func}: `vocab_axis` must name a mesh axis other than `batch_axis`")
+    if classes % mesh.shape[vocab_axis]:
+        raise ValueError(f"{func}: the {classes} classes do not split evenly over the {mesh.shape[vocab_axis]} "
+                         f"devices of mesh axis {vocab_axis!r}")
+    if batch_axis is not None and tokens is not None and tokens % mesh.shape[batch_axis]:
+        raise ValueError(f"{func}: the leading axis ({tokens}) does not split evenly over the "
+                         f"{mesh.shape[batch_axis]} devices of mesh axis {batch_axis!r}")
+
+
+def _logits_args(func, logits, mesh, vocab_axis, batch_axis, implementation):
+    z = _checks.floating(func, "logits", logits)
+    if z.ndim == 0:
+        raise ValueError(f"{func}: the input is a scalar; it needs a class axis (the last)")
+    _st._implementation(func, implementation)
+    if implementation == "onepass":
+        raise ValueError(f"{func}: implementation='onepass' is not offered for sharded logits")
+    _check_mesh(func, mesh, vocab_axis, batch_axis, z.shape[-1], z.shape[0] if z.ndim > 1 else None)
+    if batch_axis is not None and z.ndim < 2:
+        raise ValueError(f"{func}: `batch_axis` needs logits with a leading token axis, got shape {z.shape}")
+    return z, _Layout(mesh, vocab_axis, batch_axis, z.ndim)
+
+
+# ----------------------------------------------------------------------------- per-device functions
+
+
+def offset(vocab_axis: str, local_classes: int):
+    """Index of this device's first class along ``vocab_axis``."""
+    return lax.axis_index(vocab_axis) * local_classes
+
+
+def shard_log_normaliser(z, vocab_axis: str, implementation: str | None = None):
+    """``(m, log s)`` of the full rows, shapes ``[..., 1]``, from this device's slice ``z`` of the logits.
+
+    ``m = pmax_k max_{i∈k} z_i`` and ``s = psum_k Σ_{i∈k} e^{z_i - m}`` (the local reductions as in
+    :mod:`vfe.streaming`).
+    """
+    return _shard_stats(z, vocab_axis, implementation, with_t=False)[:2]
+
+
+def _shard_stats(z, vocab_axis, implementation, with_t):
+    """``(m, log s[, t/s])`` of the full rows from this slice (one stream of local reductions)."""
+    z = _st._up(z)
+    stream = _st.Stream((z,), _st.rows_for(z.shape[-1], implementation))
+    m = lax.pmax(stream.max(), vocab_axis)
+    log_s = jnp.log(lax.psum(stream.sum(_st._exp_gap, m), vocab_axis))
+    if not with_t:
+        return m, log_s
+    return m, log_s, lax.psum(stream.sum(_st._exp_gap_times_gap, m), vocab_axis) * jnp.exp(-log_s)
+
+
+def shard_entropy(z, vocab_axis: str, implementation: str | None = None):
+    """``(m, log s, H)`` of the full rows from this device's slice: ``H = log s - t/s`` with
+    ``t = psum_k Σ_{i∈k} e^{z_i - m}(z_i - m)``."""
+    m, log_s, t_over_s = _shard_stats(z, vocab_axis, implementation, with_t=True)
+    return m, log_s, log_s - t_over_s
+
+
+def shard_label_logit(z, labels, m, vocab_axis: str):
+    """``psum_k [y ∈ k](z_y - m)``, shape ``[..., 1]``: the label's centred logit, from the device that
+    holds its class."""
+    n = z.shape[-1]
+    idx = labels - offset(vocab_axis, n).astype(labels.dtype)
+    held = (idx >= 0) & (idx < n)
+    picked = _st._up(jnp.take_along_axis(z, jnp.clip(idx, 0, n - 1)[..., None], axis=-1))
+    return lax.psum(jnp.where(held[..., None], picked - m, 0.0), vocab_axis)
+
+
+def shard_cross_entropy_with_integer_labels(z, labels, vocab_axis: str, implementation: str | None = None):
+    """``(NLL, m, log s)`` per token (shapes ``[...]``) from this device's slice of the logits."""
+    m, log_s = shard_log_normaliser(z, vocab_axis, implementation)
+    loss = log_s - shard_label_logit(z, labels, m, vocab_axis)
+    return loss[..., 0], m[..., 0], log_s[..., 0]
+
+
+def shard_softmax_grad(z, labels, m, log_s, g, vocab_axis: str):
+    """This slice's ``g (softmax(z) - onehot(y))`` (``labels=None``: ``g softmax(z)``); no collective."""
+    p, _ = _st._softmax(_st._up(z), m[..., None], log_s[..., None])
+    if labels is not None:
+        cols = lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1) + offset(vocab_axis, z.shape[-1]).astype(
+            labels.dtype)
+        p = p - (cols == labels[..., None])
+    return (g[..., None] * p).astype(z.dtype)
+
+
+def shard_linear_cross_entropy(h, w, labels, vocab_axis: str, blocks: tuple[int, int]):
+    """``(loss, m, log s)`` per token of the linear head from this device's columns ``w`` of ``W``:
+    per-device ``(m_k, s_k)`` streamed tile by tile, then ``m = pmax m_k``,
+    ``s = psum s_k e^{m_k - m}`` (the partition rule S1)."""
+    m_k, s_k = _lce._statistics(h, w, blocks)
+    m = lax.pmax(m_k, vocab_axis)
+    log_s = jnp.log(lax.psum(s_k * jnp.exp(m_k - m), vocab_axis))
+    n = w.shape[1]
+    idx = labels - offset(vocab_axis, n).astype(labels.dtype)
+    held = (idx >= 0) & (idx < n)
+    picked = _lce._label_logits(h, w, jnp.clip(idx, 0, n - 1))
+    centred = lax.psum(jnp.where(held, picked - m, 0.0), vocab_axis)
+    return log_s - centred, m, log_s
+
+
+def shard_linear_backward(h, w, labels, m, log_s, g, vocab_axis: str, blocks: tuple[int, int]):
+    """``(∂h, ∂W_k)`` on this device: ``∂h = psum_k G_k W_kᵀ`` (in float32, then ``h``'s dtype) and
+    this device's columns of ``∂W``."""
+    local = labels - offset(vocab_axis, w.shape[1]).astype(labels.dtype)  # no local column if not held
+    dh, dw = _lce._backward(h, w, local, m, log_s, g, blocks)
+    return lax.psum(dh, vocab_axis).astype(h.dtype), dw
+
+
+# ----------------------------------------------------------------------------- log-sum-exp
+
+
+def sharded_logsumexp(logits: Float[Array, "*batch V"], *, mesh: Mesh, vocab_axis: str,
+                      batch_axis: str | None = None, implementation: str | None = None
+                      ) -> Float[Array, "*batch"]:
+    r"""``log Σ_i e^{z_i}`` over the last axis of logits sharded over ``vocab_axis``.
+
+    .. math:: \operatorname{lse}(z) = m + \log\operatorname{psum}_k\sum_{i\in k} e^{z_i - m},
+              \quad m = \operatorname{pmax}_k \max_{i \in k} z_i
+
+    Args:
+      logits: shape ``(*batch, V)``.
+      mesh: the device mesh.
+      vocab_axis: mesh axis sharding the classes (``V`` divisible by its size).
+      batch_axis: optional mesh axis sharding the first axis.
+      implementation: the local reductions' implementation (``"blocked"``, ``"fused"`` or None).
+
+    Returns:
+      shape ``(*batch,)``, sharded over ``batch_axis`` (replicated over ``vocab_axis``).
+    """
+    z, layout = _logits_args("sharded_logsumexp", logits, mesh, vocab_axis, batch_axis, implementation)
+    return _lse_vjp(z, layout, implementation)
+
+
+def _lse_stats(z, layout, implementation):
+    def body(zl):
+        m, log_s = shard_log_normaliser(zl, layout.vocab_axis, implementation)
+        return m[..., 0], log_s[..., 0]
+
+    return layout.map(body, (layout.logits,), (layout.tokens,) * 2)(z)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _lse_vjp(z, layout, implementation):
+    m, log_s = _lse_stats(z, layout, implementation)
+    return m + log_s
+
+
+def _lse_fwd(z, layout, implementation):
+    m, log_s = _lse_stats(z, layout, implementation)
+    return m + log_s, (z, m, log_s)
+
+
+def _lse_bwd(layout, implementation, res, g):
+    z, m, log_s = res
+    body = functools.partial(shard_softmax_grad, labels=None, vocab_axis=layout.vocab_axis)
+    return (layout.map(lambda zl, m, ls, g: body(zl, m=m, log_s=ls, g=g), (layout.logits,) + (layout.tokens,) * 3,
+                       layout.logits)(z, m, log_s, g),)
+
+
+_lse_vjp.defvjp(_lse_fwd, _lse_bwd)
+
+
+# ----------------------------------------------------------------------------- entropy
+
+
+def sharded_entropy_from_logits(logits: Float[Array, "*batch V"], *, mesh: Mesh, vocab_axis: str,
+                                batch_axis: str | None = None, implementation: str | None = None
+                                ) -> Float[Array, "*batch"]:
+    r"""Entropy of ``softmax(logits)`` for logits sharded over ``vocab_axis``.
+
+    .. math:: H = \log s - t/s,\quad s = \operatorname{psum}_k \sum_{i\in k} e^{z_i - m},\quad
+              t = \operatorname{psum}_k \sum_{i\in k} e^{z_i - m}(z_i - m)
+
+    Arguments and result as in :func:`sharded_logsumexp`; equal to
+    :func:`vfe.streaming.entropy_from_logits` of the gathered logits. Gradient
+    ``-p_i(\log p_i + H)``, computed on each slice.
+    """
+    z, layout = _logits_args("sharded_entropy_from_logits", logits, mesh, vocab_axis, batch_axis,
+                             implementation)
+    return _entropy_vjp(z, layout, implementation)
+
+
+def _entropy_stats(z, layout, implementation):
+    def body(zl):
+        return tuple(x[..., 0] for x in shard_entropy(zl, layout.vocab_axis, implementation))
+
+    return layout.map(body, (layout.logits,), (layout.tokens,) * 3)(z)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _entropy_vjp(z, layout, implementation):
+    return _entropy_stats(z, layout, implementation)[2]
+
+
+def _entropy_fwd(z, layout, implementation):
+    m, log_s, h = _entropy_stats(z, layout, implementation)
+    return h, (z, m, log_s, h)
+
+
+def _entropy_bwd(layout, implementation, res, g):
+    z, m, log_s, h = res
+
+    def body(zl, m, log_s, h, g):
+        p, log_p = _st._softmax(_st._up(zl), m[..., None], log_s[..., None])
+        return (-g[..., None] * p * (jnp.maximum(log_p, -_st._CUT) + h[..., None])).astype(zl.dtype)
+
+    return (layout.map(body, (layout.logits,) + (layout.tokens,) * 4, layout.logits)(z, m, log_s, h, g),)
+
+
+_entropy_vjp.defvjp(_entropy_fwd, _entropy_bwd)
+
+
+# ----------------------------------------------------------------------------- integer labels
+
+
+def sharded_cross_entropy_with_integer_labels(logits: Float[Array, "*batch V"], labels: Int[Array, "*batch"], *,
+                                              mesh: Mesh, vocab_axis: str, batch_axis: str | None = None,
+                                              implementation: str | None = None) -> Float[Array, "*batch"]:
+    r"""Negative log-likelihood of integer labels for logits sharded over ``vocab_axis``.
+
+    .. math:: -\log\mathrm{softmax}(z)_y = \log s - (z_y - m), \quad
+              z_y - m = \operatorname{psum}_k [\,y \in k\,](z_y - m)
+
+    The gradient ``softmax(z) - onehot(y)`` is computed on each slice; nothing is gathered.
+
+    Args:
+      logits: shape ``(*batch, V)``, classes sharded over ``vocab_axis``.
+      labels: integer classes in ``[0, V)``, shape ``(*batch,)``.
+      mesh: the device mesh.
+      vocab_axis: mesh axis sharding the classes.
+      batch_axis: optional mesh axis sharding the first axis.
+      implementation: the local reductions' implementation (``"blocked"``, ``"fused"`` or None).
+
+    Returns:
+      NLL per token, shape ``(*batch,)``.
+    """
+    func = "sharded_cross_entropy_with_integer_labels"
+    z, layout = _logits_args(func, logits, mesh, vocab_axis, batch_axis, implementation)
+    labels = _checks.integer(func, "labels", labels)
+    if labels.shape != z.shape[:-1]:
+        raise ValueError(f"{func}: argument `labels` must have shape {z.shape[:-1]}, got {labels.shape}")
+    return _nll_vjp(z, labels, layout, implementation)
+
+
+def _nll_stats(z, labels, layout, implementation):
+    def body(zl, y):
+        return shard_cross_entropy_with_integer_labels(zl, y, layout.vocab_axis, implementation)
+
+    return layout.map(body, (layout.logits, layout.tokens), (layout.tokens,) * 3)(z, labels)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _nll_vjp(z, labels, layout, implementation):
+    return _nll_stats(z, labels, layout, implementation)[0]
+
+
+def _nll_fwd(z, labels, layout, implementation):
+    loss, m, log_s = _nll_stats(z, labels, layout, implementation)
+    return loss, (z, labels, m, log_s)
+
+
+def _nll_bwd(layout, implementation, res, g):
+    z, labels, m, log_s = res
+
+    def body(zl, y, m, log_s, g):
+        return shard_softmax_grad(zl, y, m, log_s, g, layout.vocab_axis)
+
+    return layout.map(body, (layout.logits,) + (layout.tokens,) * 4, layout.logits)(z, labels, m, log_s, g), None
+
+
+_nll_vjp.defvjp(_nll_fwd, _nll_bwd)
+
+
+# ----------------------------------------------------------------------------- linear head
+
+
+def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Array, "d V"],
+                                 labels: Int[Array, "N"],  # noqa: F821, UP037 (a jaxtyping dimension, not a name)
+                                 *, mesh: Mesh, vocab_axis: str, batch_axis: str | None = None,
+                                 block_tokens: int | None = None, block_vocab: int | None = None
+                                 ) -> Float[Array, "N"]:  # noqa: F821, UP037
+    r""":func:`vfe.linear_cross_entropy.linear_cross_entropy` with the weights' columns sharded over ``vocab_axis``.
+
+    Each device streams its ``V / P`` columns tile by tile (memory one tile), the per-token
+    ``(m, s)`` combine with a ``pmax`` and a ``psum``, and the label's logit comes from the device
+    that holds its column. Backward: ``∂W`` is computed where its columns live; ``∂h`` is the
+    ``psum`` over ``vocab_axis`` of the per-slice ``G_k W_kᵀ`` (and ``∂W`` is summed over
+    ``batch_axis`` when the tokens are sharded).
+
+    Args:
+      hidden: ``h``, shape ``(N, d)`` (tokens sharded over ``batch_axis`` if given).
+      weight: ``W``, shape ``(d, V)``, columns sharded over ``vocab_axis``.
+      labels: integer classes in ``[0, V)``, shape ``(N,)``.
+      mesh: the device mesh.
+      vocab_axis: mesh axis sharding the classes.
+      batch_axis: optional mesh axis sharding the tokens.
+      block_tokens: rows per tile (default as the unsharded function).
+      block_vocab: columns per tile (default as the unsharded function, at most ``V / P``).
+
+    Returns:
+      the loss per token, shape ``(N,)``.
+    """
+    func = "sharded_linear_cross_entropy"
+    h = _checks.floating(func, "hidden", hidden)
+    w = _checks.floating(func, "weight", weight)
+    y = _checks.integer(func, "labels", labels)
+    if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[0] or y.shape != h.shape[:1]:
+        raise ValueError(f"{func}: expected hidden (N, d), weight (d, V), labels (N,), got {h.shape}, {w.shape}, "
+                         f"{y.shape}")
+    _check_mesh(func, mesh, vocab_axis, batch_axis, w.shape[1], h.shape[0])
+    local_tokens = h.shape[0] // (mesh.shape[batch_axis] if batch_axis else 1)
+    local_vocab = w.shape[1] // mesh.shape[vocab_axis]
+    blocks = (_lce._block(func, "block_tokens", block_tokens, _lce.BLOCK_TOKENS, max(local_tokens, 1)),
+              _lce._block(func, "block_vocab", block_vocab, _lce.BLOCK_VOCAB, local_vocab))
+    return _linear_vjp(h, w, y, _Layout(mesh, vocab_axis, batch_axis, 2), blocks)
+
+
+def _linear_specs(layout):
+    return P(layout.batch_axis, None), P(None, layout.vocab_axis), P(layout.batch_axis)
+
+
+def _linear_stats(h, w, y, layout, blocks):
+    def body(hl, wl, yl):
+        return shard_linear_cross_entropy(hl, wl, yl, layout.vocab_axis, blocks)
+
+    spec_h, spec_w, spec_t = _linear_specs(layout)
+    return layout.map(body, (spec_h, spec_w, spec_t), (spec_t,) * 3)(h, w, y)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _linear_vjp(h, w, y, layout, blocks):
+    return _linear_stats(h, w, y, layout, blocks)[0]
+
+
+def _linear_fwd(h, w, y, layout, blocks):
+    loss, m, log_s = _linear_stats(h, w, y, layout, blocks)
+    return loss, (h, w, y, m, log_s)
+
+
+def _linear_bwd(layout, blocks, res, g):
+    h, w, y, m, log_s = res
+
+    def body(hl, wl, yl, m, log_s, g):
+        dh, dw = shard_linear_backward(hl, wl, yl, m, log_s, g, layout.vocab_axis, blocks)
+        if layout.batch_axis is not None:
+            dw = lax.psum(dw, layout.batch_axis)
+        return dh, dw
+
+    spec_h, spec_w, spec_t = _linear_specs(layout)
+    dh, dw = layout.map(body, (spec_h, spec_w) + (spec_t,) * 4, (spec_h, spec_w))(h, w, y, m, log_s, g)
+    return dh, dw, None
+
+
+_linear_vjp.defvjp(_linear_fwd, _linear_bwd)

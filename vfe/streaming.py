@@ -1,0 +1,916 @@
+r"""Reductions over large vocabularies that never materialise a ``[*batch, V]`` intermediate.
+
+Every quantity of a softmax over ``V`` classes is a function of a few *row statistics*: the
+maximum ``m = max_i z_i``, the scaled sum of exponentials ``s = Σ_i e^{z_i - m}`` (so that
+``lse(z) = m + log s``), and one or two weighted sums such as ``Σ_i e^{z_i - m}(z_i - m)``.
+This module computes those statistics with plain reductions over the logits, evaluates the
+quantity from them, and differentiates through :func:`jax.custom_vjp` rules that keep only the
+logits (which the caller holds anyway) and the per-row statistics (``m``, ``log s``, the value)
+as residuals: the backward pass recomputes ``softmax(z)`` in one elementwise sweep, with no
+``[*batch, V]`` log-softmax stored between the passes.
+
+The statistics combine over any partition of the vocabulary (claims S1–S3 of
+``proofs/streaming.py``):
+
+.. math::
+    m = \max_b m_b, \qquad s = \sum_b s_b\, e^{m_b - m}, \qquad
+    t = \sum_b e^{m_b - m}\big(t_b + (m_b - m)\, s_b\big),
+
+where ``(m_b, s_b, t_b)`` are the statistics of block ``b`` (``t = Σ e^{z-m}(z-m)``). The same
+rule, applied one element at a time, is the online update ``m' = max(m, x)``,
+``s' = s e^{m - m'} + e^{x - m'}``; across devices it is a ``pmax`` then a ``psum``
+(:mod:`vfe.sharding`).
+
+Implementations (``implementation=``; every one computes the same function, and the tests
+check each against the float64/mpmath reference on CPU):
+
+* ``"blocked"`` (default on CPU): each sum is its own reduction over the vocabulary viewed as
+  ``[V / b, b]`` blocks of at most ``BLOCK`` classes. On XLA:CPU (jax 0.10.2) a reduction of
+  rows longer than 32768 runs about ten times slower than the same reduction of shorter rows,
+  and two reductions that share an elementwise expression (or a constant) are split into a
+  materialised ``[*batch, V]`` temporary plus two reductions; the blocks, the optimisation
+  barriers of :class:`Stream` and the row-scalar constants of :func:`_like` avoid both.
+* ``"fused"`` (default on GPU and TPU): the same reductions over whole rows, left to XLA to fuse
+  (sibling sums that read the same logits can become one multi-output pass on GPU).
+
+Both shift the exponentials by a guess ``c ≤ max z`` instead of the maximum: the label's own
+logit for the cross-entropy (``NLL = log Σ e^{z - z_y}``), else the maximum of the first 256
+classes. Every statistic is exact for any such shift as long as ``e^{z - c}`` does not overflow;
+when it does (``max z - c > 88`` in float32) the batch is recomputed with the row maximum
+(:func:`shifted_sums`). So in the common case the logits are read once per statistic and never
+for the maximum: the integer-label cross-entropy reads them once in the forward pass.
+* ``"onepass"``: one variadic :func:`jax.lax.reduce` computing ``(m, s)`` (and ``t``) jointly with
+  the online rule, reading the logits exactly once. Offered for :func:`logsumexp`,
+  :func:`cross_entropy_with_integer_labels` and :func:`entropy_from_logits`; slow on XLA:CPU,
+  where variadic reductions are not vectorised (see ``benchmarks/LLM_RESULTS.md``).
+
+Conventions (those of :mod:`vfe.information` and :mod:`vfe.thermodynamics`, which these functions
+agree with on every input): ``-inf`` logits are masked classes (probability exactly 0, zero
+gradient); a row whose logits are all ``-inf`` gives NaN (``-inf`` for :func:`logsumexp`);
+bfloat16/float16 inputs are accumulated in float32 and the results have dtype
+``promote_types(dtype, float32)``; gradients have the dtype of the input they belong to.
+
+Differentiation: reverse mode only (``jax.grad``, ``jax.vjp``); :func:`jax.custom_vjp` functions
+have no forward-mode rule, so ``jax.jvp``/``jax.jacfwd`` raise. Use :mod:`vfe.information` for
+forward-mode derivatives.
+
+References:
+  M. Milakov and N. Gimelshein, "Online normalizer calculation for softmax" (2018);
+  E. Wijmans et al., "Cut your losses in large-vocabulary language models" (Cut Cross-Entropy,
+  2024); the levanter and Liger-Kernel fused cross-entropy losses.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jaxtyping import Array, Float, Int
+
+from vfe import _checks
+from vfe._numerics import compute_dtype
+
+__all__ = [
+    "BLOCK",
+    "IMPLEMENTATIONS",
+    "cross_entropy_from_logits",
+    "cross_entropy_with_integer_labels",
+    "default_implementation",
+    "entropy_from_logits",
+    "helmholtz_free_energy",
+    "kl_divergence_from_logits",
+    "log_partition",
+    "logsumexp",
+]
+
+IMPLEMENTATIONS: tuple[str, ...] = ("blocked", "fused", "onepass")
+"""The accepted values of ``implementation=``."""
+
+BLOCK: int = 32768
+"""Longest block of classes a ``"blocked"`` reduction reduces at once (see the module notes)."""
+
+_MIN_BLOCK = 1024  # a vocabulary with no divisor in [_MIN_BLOCK, BLOCK] is reduced whole
+_CUT = 1000.0  # exp(-_CUT) == 0 in float32 and float64: clamping z - m at -_CUT changes no term
+_ONEPASS = ("logsumexp", "cross_entropy_with_integer_labels", "entropy_from_logits")
+
+
+def default_implementation() -> str:
+    """``"blocked"`` on CPU, ``"fused"`` on other backends (the default of ``implementation=``)."""
+    return "blocked" if jax.default_backend() == "cpu" else "fused"
+
+
+# ----------------------------------------------------------------------------- row reductions
+
+
+class Rows(NamedTuple):
+    """How the reductions over the last axis are carried out (static, hashable).
+
+    Attributes:
+      implementation: one of :data:`IMPLEMENTATIONS`.
+      block: block length for ``"blocked"`` (a divisor of the row length), else the row length.
+    """
+
+    implementation: str
+    block: int
+
+    @property
+    def barriers(self) -> bool:
+        """Separate each reduction from the others (no shared elementwise expression)."""
+        return self.implementation == "blocked"
+
+
+def block_length(n: int, cap: int = BLOCK) -> int:
+    """The largest divisor of ``n`` in ``[min(1024, cap), cap]``, or ``n`` itself if it is ``≤ cap``
+    or has no such divisor (then the row is reduced whole)."""
+    if n <= cap:
+        return n
+    for b in range(cap, min(_MIN_BLOCK, cap) - 1, -1):
+        if n % b == 0:
+            return b
+    return n
+
+
+def rows_for(n: int, implementation: str | None) -> Rows:
+    """The :class:`Rows` configuration for rows of length ``n``."""
+    impl = default_implementation() if implementation is None else implementation
+    return Rows(impl, block_length(n) if impl == "blocked" else n)
+
+
+def _blocked(x: jax.Array, rows: Rows) -> jax.Array:
+    """``[..., n]`` → ``[..., n / b, b]``; row scalars ``[..., 1]`` → ``[..., 1, 1]``."""
+    n = x.shape[-1]
+    if n == 1 and rows.block != 1:
+        return x[..., None]
+    return x.reshape(*x.shape[:-1], n // rows.block, rows.block)
+
+
+class Stream:
+    """A sequence of reductions over the last axis of the same arrays (shape ``[..., n]``, any
+    floating dtype: each reduction upcasts them to at least float32 as it reads them).
+
+    With ``"blocked"`` rows, every reduction reads the arrays through an optimisation barrier
+    chained to the previous one. XLA:CPU would otherwise merge the
+    reductions' common elementwise work (``e^{z - m}`` in ``s`` and ``t``) into one materialised
+    ``[..., n]`` temporary read by both; distinct barriers over the same operands are merged
+    too, hence the chain. Block partials are kept behind a barrier as well, or XLA folds the
+    two-level sum back into one reduction over the whole (slow) row.
+    """
+
+    def __init__(self, arrays: tuple[jax.Array, ...], rows: Rows):
+        self.rows = rows
+        self._arrays = tuple(arrays)
+
+    def _inputs(self, scalars: tuple[jax.Array, ...]):
+        """The arrays (upcast to the compute dtype here, inside the reduction) and scalars."""
+        if self.rows.barriers:
+            self._arrays, scalars = lax.optimization_barrier((self._arrays, scalars))
+        return tuple(_up(a) for a in self._arrays), scalars
+
+    def _split(self) -> bool:
+        return self.rows.barriers and self.rows.block < self._arrays[0].shape[-1]
+
+    def _reduce_max(self, x, reduce=jnp.max):
+        if self._split():
+            return reduce(lax.optimization_barrier(reduce(_blocked(x, self.rows), axis=-1)), axis=-1, keepdims=True)
+        return reduce(x, axis=-1, keepdims=True)
+
+    def max(self, index: int = 0) -> jax.Array:
+        """``max(max_i x_i, finfo.min)`` of array ``index``, shape ``[..., 1]``.
+
+        The floor ``finfo.min`` keeps ``x - m`` free of ``-inf - (-inf)`` on fully masked rows.
+        """
+        arrays, _ = self._inputs(())
+        return jnp.maximum(self._reduce_max(arrays[index]), jnp.finfo(arrays[index].dtype).min)
+
+    def min(self, index: int = 0) -> jax.Array:
+        """``min(min_i x_i, finfo.max)`` (for energies, whose minimum is the logits' maximum)."""
+        arrays, _ = self._inputs(())
+        return jnp.minimum(self._reduce_max(arrays[index], jnp.min), jnp.finfo(arrays[index].dtype).max)
+
+    def sum(self, f, *scalars: jax.Array) -> jax.Array:
+        """``Σ_i f(*arrays, *scalars)_i``, shape ``[..., 1]``; ``f`` is elementwise and the
+        ``scalars`` (row statistics) have shape ``[..., 1]``."""
+        arrays, scalars = self._inputs(scalars)
+        if not self._split():
+            return jnp.sum(f(*arrays, *scalars), axis=-1, keepdims=True)
+        parts = jnp.sum(f(*(_blocked(a, self.rows) for a in arrays), *(s[..., None] for s in scalars)), axis=-1)
+        return jnp.sum(lax.optimization_barrier(parts), axis=-1, keepdims=True)
+
+
+def _isolated(x, rows: Rows):
+    """``x`` behind an optimisation barrier under ``"blocked"`` rows (see :class:`Stream`)."""
+    return lax.optimization_barrier(x) if rows.barriers else x
+
+
+def row_max(z: jax.Array, rows: Rows) -> jax.Array:
+    """``max(max_i z_i, finfo.min)`` over the last axis (one reduction), shape ``[..., 1]``."""
+    return Stream((z,), rows).max()
+
+
+_GUESS = 256  # classes whose maximum is the shift tried first
+
+
+def shift_guess(x: jax.Array, *, minimum: bool = False) -> jax.Array:
+    """The maximum (``minimum``: minimum) of the first ``min(n, 256)`` entries of each row, shape
+    ``[..., 1]``: a shift no greater than the row maximum, read from a small slice."""
+    head = _up(x[..., :min(x.shape[-1], _GUESS)])
+    return jnp.min(head, axis=-1, keepdims=True) if minimum else jnp.max(head, axis=-1, keepdims=True)
+
+
+def shifted_sums(stream: Stream, guess: jax.Array, sums, *scalars, index: int = 0, minimum: bool = False):
+    """``(c, Σ f(arrays, c, *scalars) for f in sums)`` for a shift ``c`` that is at most the row maximum.
+
+    Every row statistic is exact for any shift ``c`` with ``e^{x - c}`` finite (``lse = c + log s``
+    whatever ``c``), so the sums are first taken with ``c = guess`` (an element of each row, or
+    the maximum of a few: :func:`shift_guess`), one pass each and no pass for the maximum. If a
+    sum is not finite (``e^{x - c}`` overflowed: some ``x - c > 88`` in float32; or ``c = -inf``,
+    the guessed entries masked), every row is recomputed with ``c`` = its maximum, the extra pass
+    paid only then (a :func:`jax.lax.cond`). ``minimum=True``: for energies, ``c`` bounds the
+    minimum from above and the fallback is the row minimum (of array ``index``).
+    """
+    fast = tuple(stream.sum(f, guess, *scalars) for f in sums)
+    ok = jnp.all(jnp.isfinite(guess))
+    for total in fast:
+        ok &= jnp.all(jnp.isfinite(total))
+
+    def exact(_):
+        again = Stream(stream._arrays, stream.rows)  # a branch's tracers must not leak into `stream`
+        c = again.min(index) if minimum else again.max(index)
+        return (c, *(again.sum(f, c, *scalars) for f in sums))
+
+    return lax.cond(ok, lambda _: (guess, *fast), exact, None)
+
+
+def _floor(dtype):
+    return jnp.finfo(dtype).min
+
+
+def _combine(a, b):
+    """The online rule on ``(m, s, t)`` triples (``t`` may be absent): the statistics of a union."""
+    m = jnp.maximum(a[0], b[0])
+    da, db = jnp.maximum(a[0] - m, -_CUT), jnp.maximum(b[0] - m, -_CUT)
+    ea, eb = jnp.exp(da), jnp.exp(db)
+    out = (m, a[1] * ea + b[1] * eb)
+    if len(a) == 3:
+        out += (ea * (a[2] + da * a[1]) + eb * (b[2] + db * b[1]),)
+    return out
+
+
+def onepass_stats(z: jax.Array, with_t: bool) -> tuple[jax.Array, ...]:
+    """``(m, s[, t])`` over the last axis in one variadic reduction, each of shape ``[..., 1]``.
+
+    Every element enters as its own block ``(max(z_i, finfo.min), e^{z_i - m_i}, 0)`` (``s_i`` is
+    1, or 0 for a masked class) and the blocks are merged with :func:`_combine`.
+    """
+    m0 = jnp.maximum(z, _floor(z.dtype))
+    ops = (m0, jnp.exp(z - m0)) + ((jnp.zeros_like(z),) if with_t else ())
+    init = tuple(jnp.asarray(v, z.dtype) for v in (_floor(z.dtype), 0.0, 0.0)[:len(ops)])
+    out = lax.reduce(ops, init, _combine, (z.ndim - 1,))
+    return tuple(o[..., None] for o in out)
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+def _implementation(func: str, implementation) -> None:
+    if implementation is not None and implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"{func}: argument `implementation` must be one of {IMPLEMENTATIONS} or None, "
+                         f"got {implementation!r}")
+    if implementation == "onepass" and func not in _ONEPASS:
+        raise ValueError(f"{func}: implementation='onepass' is offered for {', '.join(_ONEPASS)} only")
+
+
+def _one(func, name, x, axis, implementation):
+    x = _checks.floating(func, name, x)
+    _implementation(func, implementation)
+    return x, _checks.axis(func, axis, x.ndim)
+
+
+def _two(func, names, a, b, axis, implementation):
+    a = _checks.floating(func, names[0], a)
+    b = _checks.floating(func, names[1], b)
+    _checks.same_shape(func, names, a, b)
+    _implementation(func, implementation)
+    return a, b, _checks.axis(func, axis, a.ndim)
+
+
+def _last(x, axis):
+    return jnp.moveaxis(x, axis, -1)
+
+
+def _up(x):
+    return x.astype(compute_dtype(x.dtype))
+
+
+_jit = functools.partial(jax.jit, static_argnames=("axis", "implementation"))
+
+
+def _log_normaliser(z, rows: Rows):
+    """``(c, log s)`` with ``s = Σ e^{z - c}`` and ``c ≤ max z`` (:func:`shifted_sums`; the maximum
+    itself for ``"onepass"``), shapes ``[..., 1]``, in the compute dtype: ``lse(z) = c + log s``."""
+    if rows.implementation == "onepass":
+        m, s = onepass_stats(_up(z), with_t=False)
+        return m, jnp.log(s)
+    c, s = shifted_sums(Stream((z,), rows), shift_guess(z), (_exp_gap,))
+    return c, jnp.log(s)
+
+
+def _exp_gap(x, m):
+    return jnp.exp(x - m)
+
+
+def _exp_gap_times_gap(x, m):
+    """``e^{x - m}(x - m)``, with ``x - m`` clamped at ``-1000`` (where ``e^{x - m} = 0``: masked)."""
+    return jnp.exp(x - m) * jnp.maximum(x - m, -_CUT)
+
+
+def _softmax(z, m, log_s):
+    """``(p, log p)`` elementwise from the statistics, ``log p`` exact to the rounding of ``z - m``."""
+    log_p = (z - m) - log_s
+    return jnp.exp(log_p), log_p
+
+
+# ----------------------------------------------------------------------------- log-sum-exp
+
+
+def logsumexp(logits: Float[Array, "*batch n"], *, axis: int = -1, implementation: str | None = None
+              ) -> Float[Array, "*batch"]:
+    r"""``log Σ_i e^{z_i}``, streamed.
+
+    .. math:: \operatorname{lse}(z) = m + \log\sum_i e^{z_i - m}, \qquad m = \max_i z_i
+
+    Masked classes (``-inf``) add nothing; a fully masked row gives ``-inf``. The gradient is
+    ``softmax(z)``, recomputed in the backward pass from ``z`` and ``(m, log s)``.
+
+    Args:
+      logits: shape ``(*batch, n)``.
+      axis: the axis reduced over.
+      implementation: ``"blocked"``, ``"fused"``, ``"onepass"`` or None (backend default).
+
+    Returns:
+      ``lse`` of shape ``(*batch,)``, dtype ``promote_types(logits.dtype, float32)``.
+    """
+    z, axis = _one("logsumexp", "logits", logits, axis, implementation)
+    return _logsumexp(z, axis=axis, implementation=implementation)
+
+
+@_jit
+def _logsumexp(z, axis, implementation):
+    z = _last(z, axis)
+    return _lse(z, rows_for(z.shape[-1], implementation))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _lse(z, rows):
+    return _lse_fwd(z, rows)[0]
+
+
+def _lse_fwd(z, rows):
+    m, log_s = _log_normaliser(z, rows)
+    return (m + log_s)[..., 0], (z, m, log_s)
+
+
+def _lse_bwd(rows, res, g):
+    z, m, log_s = res
+    p, _ = _softmax(_up(z), m, log_s)
+    return ((g[..., None] * p).astype(z.dtype),)
+
+
+_lse.defvjp(_lse_fwd, _lse_bwd)
+
+
+# ----------------------------------------------------------------------------- integer labels
+
+
+def cross_entropy_with_integer_labels(logits: Float[Array, "*batch n"], labels: Int[Array, "*batch"], *,
+                                      axis: int = -1, implementation: str | None = None
+                                      ) -> Float[Array, "*batch"]:
+    r"""Negative log-likelihood of integer labels, streamed over the classes.
+
+    .. math:: -\log\mathrm{softmax}(z)_y = \log\sum_i e^{z_i - z_y}
+              = \log\sum_i e^{z_i - m} - (z_y - m), \qquad m = \max_i z_i
+
+    The first form is one pass over the logits (a sum of terms, one of them 1: no cancellation,
+    and no digits lost to ``lse(z) - z_y`` for logits of magnitude ``1e4``); rows where
+    ``e^{z_i - z_y}`` would overflow (``z_y`` more than ~88 below the maximum in float32, or
+    ``-inf``) are recomputed with the second (:func:`shifted_sums`). ``+inf`` when the label's
+    logit is ``-inf``. Gradient ``softmax(z) - onehot(y)``, recomputed in the backward pass; the
+    residuals are ``z``, ``y`` and the shift and ``log s`` per row.
+
+    Args:
+      logits: shape ``(*batch, n)`` with the classes along ``axis``.
+      labels: integer class indices in ``[0, n)``, shape ``(*batch,)`` (not range-checked under
+        ``jit``: JAX clamps the index; see :mod:`vfe.validate`).
+      axis: the axis holding the classes.
+      implementation: ``"blocked"``, ``"fused"``, ``"onepass"`` or None (backend default).
+
+    Returns:
+      NLL in nats, shape ``(*batch,)``.
+
+    References: optax ``softmax_cross_entropy_with_integer_labels``; claim A2.
+    """
+    func = "cross_entropy_with_integer_labels"
+    z, axis = _one(func, "logits", logits, axis, implementation)
+    labels = _checks.integer(func, "labels", labels)
+    expected = _checks.batch_shape(z.shape, axis)
+    if labels.shape != expected:
+        raise ValueError(f"{func}: argument `labels` must have shape {expected} (logits' shape without "
+                         f"axis {axis}), got {labels.shape}")
+    return _integer_ce(z, labels, axis=axis, implementation=implementation)
+
+
+@_jit
+def _integer_ce(z, labels, axis, implementation):
+    z = _last(z, axis)
+    return _nll(z, labels, rows_for(z.shape[-1], implementation))
+
+
+def _label_logit(z, labels):
+    return _up(jnp.take_along_axis(z, labels[..., None], axis=-1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _nll(z, labels, rows):
+    return _nll_fwd(z, labels, rows)[0]
+
+
+def _nll_fwd(z, labels, rows):
+    picked = _label_logit(z, labels)
+    if rows.implementation == "onepass":
+        c, log_s = _log_normaliser(z, rows)
+    else:  # shifted by the label's own logit, NLL = log Σ e^{z - z_y}: one pass over the logits
+        c, s = shifted_sums(Stream((z,), rows), picked, (_exp_gap,))
+        log_s = jnp.log(s)
+    return (log_s - (picked - c))[..., 0], (z, labels, c, log_s)
+
+
+def _nll_bwd(rows, res, g):
+    z, labels, m, log_s = res
+    p, _ = _softmax(_up(z), m, log_s)
+    hot = lax.broadcasted_iota(labels.dtype, z.shape, z.ndim - 1) == labels[..., None]
+    return (g[..., None] * (p - hot)).astype(z.dtype), None
+
+
+_nll.defvjp(_nll_fwd, _nll_bwd)
+
+
+# ----------------------------------------------------------------------------- entropy
+
+
+def entropy_from_logits(logits: Float[Array, "*batch n"], *, axis: int = -1, implementation: str | None = None
+                        ) -> Float[Array, "*batch"]:
+    r"""Entropy of ``softmax(logits)``, streamed.
+
+    .. math::
+        H = \log s - \frac{t}{s}, \qquad s = \sum_i e^{z_i - m},\quad t = \sum_i e^{z_i - m}(z_i - m)
+
+    Both terms are ``≥ 0`` (``t ≤ 0``), so there is no cancellation. Masked classes contribute
+    nothing (``z_i - m`` is clamped at ``-1000``, where ``e^{z_i - m}`` is exactly 0). Gradient
+    ``∂H/∂z_i = -p_i(\log p_i + H)``, recomputed in the backward pass.
+
+    Args:
+      logits: shape ``(*batch, n)``.
+      axis: the axis holding the distribution.
+      implementation: ``"blocked"``, ``"fused"``, ``"onepass"`` or None (backend default).
+
+    Returns:
+      entropy in nats, shape ``(*batch,)``.
+    """
+    z, axis = _one("entropy_from_logits", "logits", logits, axis, implementation)
+    return _entropy(z, axis=axis, implementation=implementation)
+
+
+@_jit
+def _entropy(z, axis, implementation):
+    z = _last(z, axis)
+    return _entropy_vjp(z, rows_for(z.shape[-1], implementation))
+
+
+def _entropy_stats(z, rows):
+    """``(m, s, t)`` of the logits, in the compute dtype."""
+    if rows.implementation == "onepass":
+        return onepass_stats(_up(z), with_t=True)
+    return shifted_sums(Stream((z,), rows), shift_guess(z), (_exp_gap, _exp_gap_times_gap))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _entropy_vjp(z, rows):
+    return _entropy_fwd(z, rows)[0]
+
+
+def _entropy_fwd(z, rows):
+    m, s, t = _entropy_stats(z, rows)
+    log_s = jnp.log(s)
+    h = log_s - t / s
+    return h[..., 0], (z, m, log_s, h)
+
+
+def _entropy_bwd(rows, res, g):
+    z, m, log_s, h = res
+    p, log_p = _softmax(_up(z), m, log_s)
+    return ((-g[..., None] * p * (jnp.maximum(log_p, -_CUT) + h)).astype(z.dtype),)
+
+
+_entropy_vjp.defvjp(_entropy_fwd, _entropy_bwd)
+
+
+# ----------------------------------------------------------------------------- soft targets
+
+
+def cross_entropy_from_logits(p: Float[Array, "*batch n"], logits: Float[Array, "*batch n"], *,
+                              axis: int = -1, implementation: str | None = None) -> Float[Array, "*batch"]:
+    r"""Cross-entropy of ``softmax(logits)`` relative to target probabilities ``p``, streamed.
+
+    .. math::
+        H(p, \mathrm{softmax}(z)) = \sum_i p_i\big(\log s - (z_i - m)\big)
+        = P \log s - u, \qquad P = \sum_i p_i,\quad u = \sum_i p_i (z_i - m)
+
+    Both terms are ``≥ 0``. ``+inf`` where a masked logit carries target mass (detected as
+    ``Σ_{masked} p_i > 0``); masked classes with ``p_i = 0`` contribute nothing. Masks are handled
+    with arithmetic (``max``), not selects, so that each sum stays one fused reduction on CPU.
+
+    Gradients: ``∂/∂z_i = P q_i - p_i`` and ``∂/∂p_i = -\log q_i`` (``finfo.max`` where ``q_i = 0``
+    because the class is masked), ``q = softmax(z)``.
+
+    Args:
+      p: target probabilities (soft labels), shape ``(*batch, n)``.
+      logits: model logits, same shape.
+      axis: the axis holding the distributions.
+      implementation: ``"blocked"``, ``"fused"`` or None (backend default).
+
+    Returns:
+      cross-entropy in nats, shape ``(*batch,)``.
+    """
+    p, z, axis = _two("cross_entropy_from_logits", ("p", "logits"), p, logits, axis, implementation)
+    return _soft_ce(p, z, axis=axis, implementation=implementation)
+
+
+@_jit
+def _soft_ce(p, z, axis, implementation):
+    p, z = _last(p, axis), _last(z, axis)
+    return _soft_ce_vjp(p, z, rows_for(z.shape[-1], implementation))
+
+
+def _like(r, value):
+    """The constant ``value`` as a row scalar computed from the row statistic ``r`` (``r·0 + value``).
+
+    Inside :class:`Stream` reductions: a literal constant used by several reductions is one
+    broadcast that XLA:CPU materialises at the full ``[..., n]`` shape and shares; a constant
+    derived from a statistic that each reduction reads through its own barrier stays a scalar.
+    (``r`` is finite: statistics are floored at ``finfo.min``.)
+    """
+    return r * 0 + value
+
+
+def _finite_gap(x, m):
+    """``(c, gap)``: ``c = max(x - m, -finfo.max)`` (finite) and ``gap = (x - m) - c`` (0, or ``-inf``
+    exactly where ``x`` is masked) — a mask as arithmetic, without a select."""
+    d = x - m
+    c = jnp.maximum(d, _like(m, -jnp.finfo(d.dtype).max))
+    return c, d - c
+
+
+def _masked(x, m):
+    """``1`` where ``x = -inf``, else ``0``: ``-max(gap, -1)``."""
+    return -jnp.maximum(_finite_gap(x, m)[1], _like(m, -1.0))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _soft_ce_vjp(p, z, rows):
+    return _soft_ce_fwd(p, z, rows)[0]
+
+
+def _soft_ce_fwd(p, z, rows):
+    stream = Stream((z, p), rows)
+    m, s, u = shifted_sums(stream, shift_guess(z), (lambda x, w, m: jnp.exp(x - m),
+                                                   lambda x, w, m: w * _finite_gap(x, m)[0]))
+    log_s = jnp.log(s)
+    mass = stream.sum(lambda x, w: w)
+    lost = stream.sum(lambda x, w, m: w * _masked(x, m), m)
+    value = jnp.where(lost > 0, jnp.inf, mass * log_s - u)
+    return value[..., 0], (p, z, m, log_s, mass)
+
+
+def _soft_ce_bwd(rows, res, g):
+    p, z, m, log_s, mass = res
+    zc = _up(z)
+    q, _ = _softmax(zc, m, log_s)
+    g = g[..., None]
+    d_z = g * (mass * q - _up(p))
+    d_p = g * (log_s - _finite_gap(zc, m)[0])  # -log q, finite
+    return d_p.astype(p.dtype), d_z.astype(z.dtype)
+
+
+_soft_ce_vjp.defvjp(_soft_ce_fwd, _soft_ce_bwd)
+
+
+# ----------------------------------------------------------------------------- KL divergence
+
+
+def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Float[Array, "*batch n"], *,
+                              axis: int = -1, implementation: str | None = None) -> Float[Array, "*batch"]:
+    r"""``KL(softmax(a) ‖ softmax(b))``, streamed, ``≥ 0`` and accurate when the two are close.
+
+    With ``q = softmax(b)``, ``δ = a - b`` and ``r = E_q[δ]`` (over the classes where both logits
+    are finite, ``F``), ``x_i = δ_i - r`` has ``E_q[x] = 0``, ``p_i = q_i e^{x_i}/\sum_F q_j e^{x_j}``, and
+
+    .. math::
+        \mathrm{KL}(p\|q) = \frac{A}{1 + B - M} - \log(1 + B - M),\qquad
+        A = \sum_F q_i x_i \operatorname{expm1}(x_i),\quad B = \sum_F q_i\,\varphi(x_i),
+
+    where ``φ(x) = e^x - 1 - x ≥ 0`` and ``M`` is the mass of ``q`` on the classes ``a`` masks.
+    ``A, B ≥ 0`` are sums without cancellation, so for ``p ≈ q`` the divergence keeps its relative
+    accuracy instead of being the difference of two rounded log-normalisers (an error ``ε`` in
+    ``r`` adds only ``ε²/2``). Five passes over the logits: ``max b``, ``Σ e^{b - max b}``, ``r``,
+    the masks, then ``A`` and ``B``. Rows where ``e^x`` overflows (``A`` or ``B`` not finite) or
+    where ``a`` masks more than half of ``q``'s mass use ``Σ p_i(\log p_i - \log q_i)``, whose
+    rounding is small against their divergence; its three extra passes run only when some row
+    needs them (a :func:`jax.lax.cond`).
+
+    Edge cases: ``+inf`` if ``b`` masks a class that ``a`` allows; classes masked by ``a``
+    contribute 0. Gradients ``∂/∂a_i = p_i(\log p_i - \log q_i - KL)``, ``∂/∂b_i = q_i - p_i``;
+    0 where the value is ``+inf``.
+
+    Args:
+      p_logits: logits ``a`` of the first distribution, shape ``(*batch, n)``.
+      q_logits: logits ``b`` of the second distribution, same shape.
+      axis: the axis holding the distributions.
+      implementation: ``"blocked"``, ``"fused"`` or None (backend default).
+
+    Returns:
+      ``KL(p‖q)`` in nats, shape ``(*batch,)``.
+    """
+    a, b, axis = _two("kl_divergence_from_logits", ("p_logits", "q_logits"), p_logits, q_logits, axis,
+                      implementation)
+    return _kl(a, b, axis=axis, implementation=implementation)
+
+
+@_jit
+def _kl(a, b, axis, implementation):
+    a, b = _last(a, axis), _last(b, axis)
+    return _kl_vjp(a, b, rows_for(a.shape[-1], implementation))
+
+
+def _gap(x, r):
+    """``(c, gap)``: ``c = max(x, -finfo.max)`` and ``gap = x - c`` (0, or ``-inf`` where masked)."""
+    c = jnp.maximum(x, _like(r, -jnp.finfo(x.dtype).max))
+    return c, x - c
+
+
+def _kl_pieces(a, b, mb, log_sb):
+    """``(q, δ, both)`` elementwise: ``q = softmax(b)``; ``δ = a - b`` (exact when ``a ≈ b``: no
+    maximum is subtracted first), kept finite where a logit is masked; ``both`` is 1 where ``a``
+    and ``b`` are both finite, else 0 (masks made of arithmetic, not selects; constants through
+    :func:`_like`)."""
+    ca, gap_a = _gap(a, mb)
+    cb, gap_b = _gap(b, mb)
+    both = _like(mb, 1.0) + jnp.maximum(gap_a + gap_b, _like(mb, -1.0))
+    return jnp.exp((b - mb) - log_sb), ca - cb, both
+
+
+# The summands of the KL forward pass, one reduction each (see kl_divergence_from_logits).
+def _kl_weighted_delta(a, b, mb, log_sb):
+    q, delta, both = _kl_pieces(a, b, mb, log_sb)
+    return q * both * delta
+
+
+def _kl_masks(a, b, mb, log_sb):
+    """``q`` where ``a`` is masked, plus 4 where only ``b`` is: the row sum is the mass ``M`` that ``a``
+    masks (``< 4``), and ``≥ 4`` exactly when ``b`` masks a class that ``a`` allows (``KL = +∞``)."""
+    masked_a = -jnp.maximum(_gap(a, mb)[1], _like(mb, -1.0))
+    masked_b = -jnp.maximum(_gap(b, mb)[1], _like(mb, -1.0))
+    return jnp.exp((b - mb) - log_sb) * masked_a + _like(mb, 4.0) * (_like(mb, 1.0) - masked_a) * masked_b
+
+
+def _kl_x(a, b, mb, log_sb, ref):
+    """``(w, x)``: ``w = q·both`` and ``x = (δ - r)·both``."""
+    q, delta, both = _kl_pieces(a, b, mb, log_sb)
+    return q * both, (delta - ref) * both
+
+
+def _kl_a(*v):
+    w, x = _kl_x(*v)
+    return w * x * jnp.expm1(x)
+
+
+def _kl_b(*v):
+    w, x = _kl_x(*v)
+    return w * _phi(x, v[2])
+
+
+def _kl_log_ratio(a, b, ma, mb, log_sa, log_sb):
+    """``log p - log q``, with ``-finfo.max`` standing for ``log 0`` (finite: no ``-inf - (-inf)``
+    where both are masked; ``≈ -finfo.max`` where only ``a`` is, ``≈ finfo.max`` where only ``b`` is)."""
+    return (_finite_gap(a, ma)[0] - log_sa) - (_finite_gap(b, mb)[0] - log_sb)
+
+
+def _kl_far(a, b, ma, mb, log_sa, log_sb):
+    return jnp.exp((a - ma) - log_sa) * _kl_log_ratio(a, b, ma, mb, log_sa, log_sb)
+
+
+_SERIES_RADIUS = 0.125
+
+
+def _phi(x, r):
+    r"""``φ(x) = e^x - 1 - x ≥ 0`` to a few ulps (``r``: a row statistic, for the constants).
+
+    Its Taylor series ``Σ_{k≥2} x^k/k!`` for ``|x| ≤ 1/8`` (degree 6 in float32, 12 in float64:
+    the first omitted term is below 2e-8 / 5e-19 of the sum), ``expm1(x) - x`` elsewhere (the
+    cancellation costs at most a factor 16). The switch is arithmetic (a weight that is exactly
+    0 or 1 away from ``|x| = 1/8``), not a select, and the polynomial is short, so that a
+    reduction of ``φ`` stays one fused loop on XLA:CPU."""
+    degree = 12 if jnp.finfo(x.dtype).bits > 32 else 6
+    # bounds as row scalars (see _like): XLA:CPU's fused reductions take no clamp by constants
+    xs = jnp.minimum(jnp.maximum(x, _like(r, -_SERIES_RADIUS)), _like(r, _SERIES_RADIUS))
+    series = _like(r, 1.0 / math.factorial(degree))
+    for k in range(degree - 1, 1, -1):
+        series = series * xs + 1.0 / math.factorial(k)
+    series = series * xs * xs
+    direct = jnp.minimum(jnp.maximum((jnp.abs(x) - _SERIES_RADIUS) * 2.0 ** 60, _like(r, 0.0)), _like(r, 1.0))
+    return direct * (jnp.expm1(x) - x) + (1.0 - direct) * series
+
+
+class _KLStats(NamedTuple):
+    """Per-row statistics of the KL pass (shapes ``[..., 1]``), the backward pass's residuals."""
+
+    mb: jax.Array
+    log_sb: jax.Array
+    ref: jax.Array
+    shift: jax.Array  # log(1 + B - M): log p = log q + x - shift on near rows
+    near: jax.Array
+    ma: jax.Array  # max a and log Σ e^{a - max a}: on far rows only (0 elsewhere)
+    log_sa: jax.Array
+
+
+def _kl_forward(a, b, rows):
+    """``(KL, _KLStats)`` of the logits ``a``, ``b`` (any floating dtype; upcast as they are read)."""
+    stream = Stream((a, b), rows)
+    mb, sb = shifted_sums(stream, shift_guess(b), (lambda x, y, m: jnp.exp(y - m),), index=1)
+    log_sb = jnp.log(sb)
+    stats = (mb, log_sb)
+    masks = stream.sum(_kl_masks, *stats)
+    lost, escape = jnp.where(masks >= 4.0, 0.0, masks), masks >= 4.0
+    ref = stream.sum(_kl_weighted_delta, *stats) / jnp.maximum(1.0 - lost, jnp.finfo(mb.dtype).tiny)  # E_q[δ | F]
+    big_a, big_b = stream.sum(_kl_a, *stats, ref), stream.sum(_kl_b, *stats, ref)
+    shift = jnp.log1p(big_b - lost)
+    accurate = jnp.maximum(big_a / (1.0 + big_b - lost) - shift, 0.0)
+    near = jnp.isfinite(big_a) & jnp.isfinite(big_b) & (lost <= 0.5)
+
+    def far_rows(_):
+        ma = stream.max(0)
+        log_sa = jnp.log(stream.sum(lambda x, y, m: jnp.exp(x - m), ma))
+        far = jnp.maximum(stream.sum(_kl_far, ma, mb, log_sa, log_sb), 0.0)
+        return far, ma, log_sa
+
+    def no_far_rows(_):
+        zero = jnp.zeros_like(mb)
+        return zero, zero, zero
+
+    far, ma, log_sa = lax.cond(jnp.all(near | escape), no_far_rows, far_rows, None)
+    value = jnp.where(escape, jnp.inf, jnp.where(near, accurate, far))
+    return value[..., 0], _KLStats(mb, log_sb, ref, shift, near, ma, log_sa)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _kl_vjp(a, b, rows):
+    return _kl_forward(a, b, rows)[0]
+
+
+def _kl_fwd(a, b, rows):
+    value, stats = _kl_forward(a, b, rows)
+    return value, (a, b, value, stats)
+
+
+def _kl_bwd(rows, res, g):
+    a, b, value, st = res
+    ac, bc = _up(a), _up(b)
+    q, delta, _ = _kl_pieces(ac, bc, st.mb, st.log_sb)
+    log_q = (bc - st.mb) - st.log_sb
+    d_near = (delta - st.ref) - st.shift  # log p - log q on near rows, computed without cancellation
+    d_far = _kl_log_ratio(ac, bc, st.ma, st.mb, st.log_sa, st.log_sb)
+    d = jnp.where(st.near, d_near, d_far)
+    p = jnp.exp(jnp.where(st.near, log_q + d_near, (ac - st.ma) - st.log_sa))
+    kl = value[..., None]
+    finite = jnp.isfinite(kl)  # +inf rows (an escape) have no finite slope: 0, and p is not computed there
+    g = g[..., None]
+    d_a = jnp.where(finite, g * p * (jnp.maximum(d, -_CUT) - jnp.where(finite, kl, 0.0)), 0.0)
+    d_b = jnp.where(finite, g * (q - p), 0.0)
+    return d_a.astype(a.dtype), d_b.astype(b.dtype)
+
+
+_kl_vjp.defvjp(_kl_fwd, _kl_bwd)
+
+
+# ----------------------------------------------------------------------------- thermodynamics
+
+BETA, TEMPERATURE = "beta", "temperature"
+
+
+def log_partition(energies: Float[Array, "*batch n"], beta, *, axis: int = -1,
+                  implementation: str | None = None) -> Float[Array, "*batch"]:
+    r"""``log Z(β) = log Σ_i e^{-β E_i}``, streamed (:func:`vfe.log_partition` computes the same).
+
+    .. math:: \log Z(\beta) = \beta m + \log\sum_i e^{\beta(z_i - m)},\qquad z = -E,\ m = \max_i z_i
+
+    ``+inf`` energies are forbidden states (excluded also at ``β = 0``, with arithmetic masks).
+    Gradients ``∂/∂E_i = -β p_i`` and ``∂/∂β = E_p[z] = -⟨E⟩`` (one more reduction in the backward).
+
+    Args:
+      energies: shape ``(*batch, n)``.
+      beta: ``β ≥ 0``, scalar or broadcastable to ``(*batch,)``.
+      axis: the axis holding the states.
+      implementation: ``"blocked"``, ``"fused"`` or None (backend default).
+
+    Returns:
+      ``log Z`` of shape ``(*batch,)``.
+    """
+    func = "log_partition"
+    e, axis = _one(func, "energies", energies, axis, implementation)
+    beta = _checks.positive_scale(func, "beta", beta, _checks.batch_shape(e.shape, axis), allow_zero=True)
+    return _thermo(e, beta, axis=axis, kind=BETA, implementation=implementation)
+
+
+def helmholtz_free_energy(energies: Float[Array, "*batch n"], temperature, *, axis: int = -1,
+                          implementation: str | None = None) -> Float[Array, "*batch"]:
+    r"""Helmholtz free energy ``F = -T log Σ_i e^{-E_i/T}``, streamed.
+
+    .. math:: F = -\Big(m + T\log\sum_i e^{(z_i - m)/T}\Big),\qquad z = -E,\ m = \max_i z_i = -\min_i E_i
+
+    Tends to ``min E`` exactly as ``T → 0``. Gradients ``∂F/∂E_i = p_i`` and ``∂F/∂T = -H(p)``
+    (one more reduction in the backward), ``p`` the Boltzmann distribution at ``T``.
+
+    Args:
+      energies: shape ``(*batch, n)``; ``+inf`` for forbidden states.
+      temperature: ``T > 0``, scalar or broadcastable to ``(*batch,)``.
+      axis: the axis holding the states.
+      implementation: ``"blocked"``, ``"fused"`` or None (backend default).
+
+    Returns:
+      ``F`` of shape ``(*batch,)``.
+    """
+    func = "helmholtz_free_energy"
+    e, axis = _one(func, "energies", energies, axis, implementation)
+    t = _checks.positive_scale(func, "temperature", temperature, _checks.batch_shape(e.shape, axis))
+    return _thermo(e, t, axis=axis, kind=TEMPERATURE, implementation=implementation)
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "kind", "implementation"))
+def _thermo(e, scale, axis, kind, implementation):
+    e = _last(e, axis)
+    dtype = compute_dtype(e.dtype)
+    scale = jnp.broadcast_to(jnp.asarray(scale, dtype), e.shape[:-1])
+    return _thermo_vjp(e, scale, rows_for(e.shape[-1], implementation), kind)
+
+
+def _scaled(e, m, scale, kind):
+    """``β(z - m)`` or ``(z - m)/T`` for ``z = -e``, with ``-inf`` kept exactly at forbidden states
+    (also at ``β = 0``). Written ``(-m) - e``: XLA:CPU's fused reductions run ``-e - m`` several
+    times slower."""
+    d = (-m) - e
+    c = jnp.maximum(d, _like(m, -jnp.finfo(d.dtype).max))
+    gap = d - c
+    return (c * scale if kind == BETA else c / scale) + gap
+
+
+def _thermo_stats(e, scale, rows, kind):
+    # shift by the logits' side: c = -(minimum energy) of a few states, at most max z = -min E
+    neg_c, s = shifted_sums(Stream((e,), rows), shift_guess(e, minimum=True),
+                            (lambda x, neg_c, k: jnp.exp(_scaled(x, -neg_c, k, kind)),), scale, minimum=True)
+    return -neg_c, jnp.log(s)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _thermo_vjp(e, scale, rows, kind):
+    return _thermo_fwd(e, scale, rows, kind)[0]
+
+
+def _thermo_fwd(e, scale, rows, kind):
+    m, log_s = _thermo_stats(e, scale[..., None], rows, kind)
+    k = scale[..., None]
+    value = k * m + log_s if kind == BETA else -(m + k * log_s)
+    return value[..., 0], (e, scale, m, log_s)
+
+
+def _thermo_bwd(rows, kind, res, g):
+    e, scale, m, log_s = res
+    k = scale[..., None]
+    stream = Stream((e,), rows)
+    # the gradient's elementwise pass reads its own copy: XLA may not share it with the reduction
+    p = jnp.exp(_scaled(_up(_isolated(e, rows)), m, k, kind) - log_s)
+    g = g[..., None]
+    if kind == BETA:  # d log Z/dβ = E_p[z] = m + E_p[z - m]
+        mean = stream.sum(lambda x, m, k, ls: jnp.exp(_scaled(x, m, k, kind) - ls)
+                          * jnp.maximum((-m) - x, _like(m, -jnp.finfo(x.dtype).max)), m, k, log_s)
+        d_e, d_scale = -g * k * p, g * (m + mean)
+    else:  # dF/dT = -H(p) = -(log s - E_p[(z - m)/T])
+        mean = stream.sum(lambda x, m, k, ls: jnp.exp(_scaled(x, m, k, kind) - ls)
+                          * jnp.maximum(_scaled(x, m, k, kind), _like(m, -jnp.finfo(x.dtype).max)), m, k, log_s)
+        d_e, d_scale = g * p, -g * (log_s - mean)
+    return d_e.astype(e.dtype), d_scale[..., 0].astype(scale.dtype)
+
+
+_thermo_vjp.defvjp(_thermo_fwd, _thermo_bwd)
