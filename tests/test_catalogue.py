@@ -36,7 +36,7 @@ def test_every_declared_claim_has_a_derivation_and_every_derivation_a_claim():
 
 def test_a_loose_or_wrong_seed_wording_is_refuted_by_some_derivation():
     for claim in CLAIMS.values():
-        if claim.verdict != "correct":
+        if not claim.verdict.startswith("correct"):  # "loose: ...", "wrong: ..." or an ambiguity
             assert any(d.claim == claim.id and d.expect == "refuted" for d in DERIVATIONS), claim.id
 
 
