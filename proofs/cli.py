@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--figures: no such directory: {args.figures.parent}")
         if args.figures is not None and not project:
             raise UsageError("--figures draws the project's catalogue; it cannot be combined with --module/--file")
-        if args.module or args.file:
+        if not project:
             derivations = [d for name in args.module for d in load_module(name)]
             derivations += [d for path in args.file for d in load_file(path)]
         else:

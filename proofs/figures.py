@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import vfe
+from proofs import information
 from vfe import gaussian, methods, mixture
 
 __all__ = ["FIGURES", "MissingDependency", "draw_all"]
@@ -96,15 +97,6 @@ def _entropy_vs_temperature(plt):
 
 def _forward_vs_reverse_kl(plt):
     weights, means, stds = jnp.array([0.5, 0.5]), jnp.array([-3.0, 3.0]), jnp.array([0.8, 0.8])
-    nodes, node_weights = np.polynomial.hermite_e.hermegauss(80)
-    nodes, node_weights = jnp.asarray(nodes), jnp.asarray(node_weights / node_weights.sum())
-
-    def reverse_kl(params):  # KL(q‖p) = E_q[log q - log p], q = N(m, e^{2s}), Gauss–Hermite in q's frame
-        m, log_s = params
-        x = m + jnp.exp(log_s) * nodes
-        log_p = gaussian.gaussian_mixture_log_density(x, weights, means, stds)
-        return jnp.sum(node_weights * (gaussian.gaussian_log_density(x, m, jnp.exp(log_s)) - log_p))
-
     grid = np.linspace(-7, 7, 600)
     fig, ax = plt.subplots()
     ax.plot(grid, np.exp(gaussian.gaussian_mixture_log_density(jnp.asarray(grid), weights, means, stds)),
@@ -112,7 +104,8 @@ def _forward_vs_reverse_kl(plt):
     m, s = gaussian.moment_match(weights, means, stds)
     ax.plot(grid, np.exp(gaussian.gaussian_log_density(jnp.asarray(grid), m, s)), label="argmin KL(p‖q): moment match")
     for side in (-1.0, 1.0):
-        fit = methods.Minimisation(lambda params: reverse_kl(params), starts=1, iterations=100,
+        fit = methods.Minimisation(lambda params: information._reverse_kl(params, weights, means, stds),
+                                   starts=1, iterations=100,
                                    init=lambda key, side=side: jnp.array([side, 0.0]))
         m_r, log_s_r = fit.argmin()
         label = "argmin KL(q‖p), from either side" if side < 0 else None
