@@ -23,6 +23,10 @@ TOPICS: tuple[str, ...] = (
     "proofs.variational",
     "proofs.thermodynamics",
     "proofs.sequences",
+    "proofs.diffusion",
+    "proofs.langevin",
+    "proofs.scaling",
+    "proofs.in_context",
     "proofs.streaming",
 )
 """Topic modules, in catalogue order; a missing one is skipped."""

@@ -80,16 +80,8 @@ class NotCheckable:
     reason: str
 
 
-PENDING: dict[str, str] = {
-    "E1": "diffusion models are trained by an ELBO (forward process, posterior, L_T + Σ L_{t-1} + L_0)",
-    "E2": "score-based and diffusion models agree up to weights (Tweedie, optimal noise predictor)",
-    "E3": "unadjusted Langevin on N(0, σ²) has stationary variance σ²/(1 - η/(4σ²))",
-    "E4": "Kaplan and Chinchilla scaling laws, compute-optimal N and D",
-    "E5": "emergence as a metric effect: exact match exp(-L·CE)",
-    "E6": "in-context learning as one gradient-descent step by linear self-attention",
-    "E7": "in-context learning as Bayesian inference over a latent intent",
-}
-"""Claims whose proofs are not written yet, id -> what they state (issue 4 writes them)."""
+PENDING: dict[str, str] = {}
+"""Claims whose proofs are not written yet, id -> what they state (none since issue 4)."""
 
 NOT_CHECKABLE: tuple[NotCheckable, ...] = (
     NotCheckable(

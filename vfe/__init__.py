@@ -10,14 +10,23 @@ Modules: :mod:`vfe.information` (entropy, cross-entropy, KL), :mod:`vfe.thermody
 :mod:`vfe.derivation` (the executable-proof checker), :mod:`vfe.testing` (Hypothesis
 strategies), :mod:`vfe.validate` (eager value checks), :mod:`vfe.sequences`, :mod:`vfe.gaussian`,
 :mod:`vfe.mixture` (EM), :mod:`vfe.coding`, :mod:`vfe.methods` (numerical methods of the proofs),
-:mod:`vfe.streaming`, :mod:`vfe.linear_cross_entropy`, :mod:`vfe.sharding` (large vocabularies).
+:mod:`vfe.streaming`, :mod:`vfe.linear_cross_entropy`, :mod:`vfe.sharding` (large vocabularies),
+and the results the seeds name: :mod:`vfe.diffusion` (noise schedules, the diffusion ELBO, Tweedie),
+:mod:`vfe.langevin` (unadjusted Langevin), :mod:`vfe.scaling` (Kaplan and Chinchilla laws),
+:mod:`vfe.emergence` (exact match from per-token loss), :mod:`vfe.in_context` (linear
+self-attention as gradient descent, latent-intent posteriors).
 """
 
 from vfe import coding as coding
+from vfe import diffusion as diffusion
+from vfe import emergence as emergence
 from vfe import gaussian as gaussian
+from vfe import in_context as in_context
+from vfe import langevin as langevin
 from vfe import linear_cross_entropy as linear_cross_entropy
 from vfe import methods as methods
 from vfe import mixture as mixture
+from vfe import scaling as scaling
 from vfe import sequences as sequences
 from vfe import sharding as sharding
 from vfe import streaming as streaming
@@ -88,7 +97,9 @@ __all__ = [
     "coding",
     "cross_entropy",
     "cross_entropy_from_logits",
+    "diffusion",
     "elbo",
+    "emergence",
     "energy_variance",
     "entropy",
     "entropy_from_logits",
@@ -105,9 +116,11 @@ __all__ = [
     "globally_tempered_log_joint",
     "heat_capacity",
     "helmholtz_free_energy",
+    "in_context",
     "kl_divergence",
     "kl_divergence_from_logits",
     "kraft_sum",
+    "langevin",
     "linear_cross_entropy",
     "log_evidence",
     "log_partition",
@@ -129,6 +142,7 @@ __all__ = [
     "sample_autoregressive",
     "sample_categorical",
     "sample_tempered",
+    "scaling",
     "sequence_log_prob",
     "sequence_nll",
     "sequences",
