@@ -5,6 +5,7 @@ Examples:
     python -m proofs -k A1 -k C -n 500    # select by id or title substring
     python -m proofs --file my_proofs.py  # a user's own derivations
     python -m proofs --markdown docs/PROOFS.md --figures docs/figures
+    python -m proofs -j 1                 # in this process only (default: one worker per core)
 
 Exit status: 0 when nothing FAILED, 1 when a derivation FAILED, 2 for a bad
 option or value (a one-line message on stderr, never a traceback).
@@ -13,8 +14,12 @@ option or value (a one-line message on stderr, never a traceback).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import dataclasses
 import importlib
 import importlib.util
+import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -67,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check every module-level Derivation of this Python file; repeatable")
     parser.add_argument("--figures", type=Path, metavar="DIR",
                         help="also draw the catalogue's figures into DIR (needs the [figures] extra: matplotlib)")
+    parser.add_argument("-j", "--jobs", type=_positive_int, default=None, metavar="N",
+                        help="check in N worker processes (default: one per core, at most 8; 1: in this process)")
     parser.add_argument("--list", action="store_true", help="list the selected ids and titles, check nothing")
     return parser
 
@@ -152,20 +159,74 @@ def _crashed(derivation: Derivation, exc: Exception, seconds: float) -> Report:
     )
 
 
-def run(derivations: Sequence[Derivation], examples: int) -> list[Report]:
-    """Checks each derivation, printing its table row as soon as it is done."""
+def run(derivations: Sequence[Derivation], examples: int, jobs: int = 1,
+        source: tuple | None = None) -> list[Report]:
+    """Checks each derivation, printing its table row (in order) as soon as it is done.
+
+    With ``jobs > 1`` the checks run in that many fresh worker processes; each worker
+    rebuilds the same list of derivations from ``source`` (see :func:`_derivations_of`)
+    and sends back its reports, which get the parent's steps back (functions do not pickle).
+    """
     print(Report.header())
     print("-" * len(Report.header()))
     reports = []
+    if jobs > 1 and len(derivations) > 1 and source is not None:
+        context = multiprocessing.get_context("spawn")  # jax is not fork-safe
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(derivations)), mp_context=context,
+                                                    initializer=_worker_init, initargs=(source,)) as pool:
+            done = pool.map(_worker_check, range(len(derivations)), [examples] * len(derivations))
+            for derivation, report in zip(derivations, done):
+                report = dataclasses.replace(report, steps=tuple(derivation.steps))
+                print(report.row(), flush=True)
+                reports.append(report)
+        return reports
     for derivation in derivations:
-        start = time.perf_counter()
-        try:
-            report = derivation.check(max_examples=examples)
-        except Exception as exc:
-            report = _crashed(derivation, exc, time.perf_counter() - start)
-        print(report.row(), flush=True)
-        reports.append(report)
+        reports.append(_check(derivation, examples))
+        print(reports[-1].row(), flush=True)
     return reports
+
+
+def _check(derivation: Derivation, examples: int) -> Report:
+    """The derivation's report; a checker crash is a FAILED report, never an exception."""
+    start = time.perf_counter()
+    try:
+        return derivation.check(max_examples=examples)
+    except Exception as exc:
+        return _crashed(derivation, exc, time.perf_counter() - start)
+
+
+_WORKER_DERIVATIONS: list[Derivation] = []
+
+
+def _worker_init(source: tuple) -> None:
+    """In a worker process: build the parent's list of derivations."""
+    _WORKER_DERIVATIONS[:] = _derivations_of(*source)
+
+
+def _worker_check(index: int, examples: int) -> Report:
+    """In a worker process: the report of derivation ``index``, without its (unpicklable) steps."""
+    return dataclasses.replace(_check(_WORKER_DERIVATIONS[index], examples), steps=())
+
+
+def _derivations_of(modules: Sequence[str], files: Sequence[Path], patterns: Sequence[str]) -> list[Derivation]:
+    """The selected derivations of the given modules and files, or of the project when there are none."""
+    if modules or files:
+        derivations = [d for name in modules for d in load_module(name)]
+        derivations += [d for path in files for d in load_file(path)]
+    else:
+        from proofs import all_derivations
+
+        derivations = all_derivations()
+    return select(derivations, patterns)
+
+
+def default_jobs() -> int:
+    """One worker per core the process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
 
 
 def summary(reports: Sequence[Report], seconds: float) -> str:
@@ -213,14 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--figures: no such directory: {args.figures.parent}")
         if args.figures is not None and not project:
             raise UsageError("--figures draws the project's catalogue; it cannot be combined with --module/--file")
-        if not project:
-            derivations = [d for name in args.module for d in load_module(name)]
-            derivations += [d for path in args.file for d in load_file(path)]
-        else:
-            from proofs import all_derivations
-
-            derivations = all_derivations()
-        derivations = select(derivations, args.select)
+        source = (tuple(args.module), tuple(path.resolve() for path in args.file), tuple(args.select))
+        derivations = _derivations_of(*source)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -243,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {len(written)} figures to {args.figures}")
 
     start = time.perf_counter()
-    reports = run(derivations, args.examples)
+    reports = run(derivations, args.examples, args.jobs or default_jobs(), source)
     for report in reports:
         if not report.ok:
             print("\n" + report.text())

@@ -16,7 +16,7 @@ from proofs.catalogue import NOT_CHECKABLE, PENDING, SECTIONS, SEEDS, Claim, Not
 from proofs.figures import FIGURES
 from vfe.derivation import FAILED, REFUTED, RTOL, Report
 
-__all__ = ["claim_status", "render"]
+__all__ = ["claim_block", "claim_status", "render", "summary_row"]
 
 _INTRO = f"""\
 Every claim of the seed documents, as numbered in `CLAIMS.md`, with its executable proof.
@@ -68,10 +68,7 @@ def render(
 
     lines = ["# The catalogue: every claim of the seeds, checked", "", _INTRO, "## Summary", "",
              "| id | claim | kinds | derivations | result |", "|---|---|---|---|---|"]
-    for claim in claims:
-        rs = by_claim.get(claim.id, [])
-        kinds = ", ".join(dict.fromkeys(r.kind for r in rs)) or "—"
-        lines.append(f"| [{claim.id}](#{_anchor(claim)}) | {claim.title} | {kinds} | {len(rs)} | {claim_status(rs)} |")
+    lines += [summary_row(claim, by_claim.get(claim.id, [])) for claim in claims]
     for cid, statement in sorted(pending.items()):
         lines.append(f"| {cid} | {statement} | — | 0 | pending |")
     lines.append("")
@@ -83,7 +80,7 @@ def render(
             continue
         lines += [f"## {letter}. {section}", ""]
         for claim in in_section:
-            lines += _claim_block(claim, by_claim.get(claim.id, []))
+            lines += claim_block(claim, by_claim.get(claim.id, []))
         for cid in waiting:
             lines += [f"### {cid}: pending", "", f"{pending[cid]}. Its proofs are not written yet.", ""]
 
@@ -98,8 +95,18 @@ def render(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _claim_block(claim: Claim, reports: Sequence[Report]) -> list[str]:
-    """Heading, seed wording, statement, verdict, functions, then each derivation."""
+def summary_row(claim: Claim, reports: Sequence[Report]) -> str:
+    """The claim's row of the summary table (its derivations' kinds, count and status)."""
+    kinds = ", ".join(dict.fromkeys(r.kind for r in reports)) or "—"
+    return f"| [{claim.id}](#{_anchor(claim)}) | {claim.title} | {kinds} | {len(reports)} | {claim_status(reports)} |"
+
+
+def claim_block(claim: Claim, reports: Sequence[Report]) -> list[str]:
+    """The claim's lines: heading, seed wording, statement, verdict, functions, then each derivation.
+
+    The document is its intro, one :func:`summary_row` and one block per claim, and the
+    not-checkable table; a claim's row and block depend only on that claim's reports.
+    """
     seeds = "; ".join(SEEDS[s] for s in claim.seeds)
     lines = [f"### {claim.id}: {claim.title}", "",
              f"- **Seed** ({seeds}): {claim.wording}",

@@ -588,7 +588,7 @@ def _lexicographic(samples, vocab):
 def _sample(table, T, key=0):
     """``SAMPLES`` sequences from vfe.sequences.sample_autoregressive (fixed key), as table indices."""
     state, start = _start(table, (SAMPLES,))
-    samples = vs.sample_autoregressive(jax.random.key(key), _tree_step, state, start, _length(table), T)
+    samples = vs.sample_autoregressive(jax.random.key(key, impl="rbg"), _tree_step, state, start, _length(table), T)
     return _lexicographic(samples, table.shape[-1])
 
 
@@ -794,7 +794,7 @@ D5 = Derivation(
 def _sample_after_prompt(table, prompt, key=0):
     (tree, node), token = _prompt_state(table, prompt)
     state = (tree, jnp.full((SAMPLES,), node))
-    samples = vs.sample_autoregressive(jax.random.key(key), _tree_step, state, jnp.full((SAMPLES,), token),
+    samples = vs.sample_autoregressive(jax.random.key(key, impl="rbg"), _tree_step, state, jnp.full((SAMPLES,), token),
                                        _length(table) - prompt.shape[-1], 1.0)
     return _lexicographic(samples, table.shape[-1])
 

@@ -608,7 +608,7 @@ def _train_then_sample(theta, tokens, T):
     Returns the trained parameters and the token drawn (fixed key).
     """
     trained = theta - _ETA * jax.grad(_training_loss)(theta, tokens)
-    return trained, vfe.sequences.sample_tempered(jax.random.key(0), trained, T)
+    return trained, vfe.sequences.sample_tempered(jax.random.key(0, impl="rbg"), trained, T)
 
 
 @st.composite
@@ -667,13 +667,13 @@ _SAMPLER_INPUTS = {"z": vt.logits(sizes=_SMALL), "T": vt.temperatures()}
 
 def _gumbel_samples(z, T):
     """SAMPLES draws of vfe.sequences.sample_tempered (Gumbel-max), fixed key."""
-    return vfe.sequences.sample_tempered(jax.random.key(0), jnp.broadcast_to(z, (SAMPLES, z.size)), T)
+    return vfe.sequences.sample_tempered(jax.random.key(0, impl="rbg"), jnp.broadcast_to(z, (SAMPLES, z.size)), T)
 
 
 def _inverse_cdf_samples(z, T):
     """SAMPLES draws of vfe.sequences.sample_categorical (inverse CDF) of vfe.tempered_softmax, fixed key."""
     p = vfe.tempered_softmax(z, T)
-    return vfe.sequences.sample_categorical(jax.random.key(1), jnp.broadcast_to(p, (SAMPLES, z.size)))
+    return vfe.sequences.sample_categorical(jax.random.key(1, impl="rbg"), jnp.broadcast_to(p, (SAMPLES, z.size)))
 
 
 C9_GUMBEL = Derivation(

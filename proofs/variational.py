@@ -204,7 +204,7 @@ def ancestral_sampling(sampler=_ancestral_sampler) -> Derivation:
                  lambda joint: methods.cdf(joint)),
             Step(r"\hat F_n", f"empirical CDF of {ANCESTRAL_SAMPLES} ancestral samples, fixed key (methods.empirical_cdf);"
                               " tolerance: the DKW bound",
-                 lambda joint: methods.empirical_cdf(sampler(jax.random.key(0), joint), joint.size),
+                 lambda joint: methods.empirical_cdf(sampler(jax.random.key(0, impl="rbg"), joint), joint.size),
                  tol=methods.dkw_tolerance(ANCESTRAL_SAMPLES)),
         ],
     )

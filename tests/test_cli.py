@@ -39,7 +39,7 @@ def user_file(tmp_path: Path) -> Path:
 
 
 def test_file_with_a_wrong_derivation_exits_1(user_file, capsys):
-    assert main(["--file", str(user_file), "-n", "10"]) == 1
+    assert main(["--file", str(user_file), "-n", "10", "-j", "1"]) == 1
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("U")}
     assert "proved" in rows["U1"] and "Square of a sum" in rows["U1"]
@@ -69,11 +69,24 @@ def test_list_lists_ids_without_checking(user_file, capsys):
 
 def test_markdown_catalogue(user_file, tmp_path, capsys):
     md = tmp_path / "catalogue.md"
-    assert main(["--file", str(user_file), "-n", "5", "--markdown", str(md)]) == 1
+    assert main(["--file", str(user_file), "-n", "5", "-j", "1", "--markdown", str(md)]) == 1
     text = md.read_text()
     assert "### U1: Square of a sum" in text
     assert "1. $(x+1)^2$ — definition" in text and "2. $= x^2 + 2x + 1$ — expand" in text
     assert "**Result:** proved on" in text and "FAILED" in text
+
+
+def test_worker_processes_report_what_one_process_reports(user_file, tmp_path, capsys):
+    """-j 2 checks in two spawned workers (each re-imports the file): same rows, statuses,
+    counterexample and document as -j 1."""
+    one, two = tmp_path / "one.md", tmp_path / "two.md"
+    assert main(["--file", str(user_file), "-n", "10", "-j", "1", "--markdown", str(one)]) == 1
+    rows_one = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("U")]
+    assert main(["--file", str(user_file), "-n", "10", "-j", "2", "--markdown", str(two)]) == 1
+    out = capsys.readouterr().out
+    assert [line.split("  ")[0] for line in out.splitlines() if line.startswith("U")] == rows_one
+    assert "counterexample: x = " in out
+    assert two.read_text() == one.read_text()
 
 
 def test_module_option(user_file, monkeypatch, capsys):

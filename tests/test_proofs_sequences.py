@@ -172,19 +172,19 @@ def _untempered(table, T):
 
 def _not_fed_back(table, T):
     state, start = ps._start(table, (ps.SAMPLES,))
-    samples = vs.sample_autoregressive(jax.random.key(0), _stuck_step, state, start, ps._length(table), T)
+    samples = vs.sample_autoregressive(jax.random.key(0, impl="rbg"), _stuck_step, state, start, ps._length(table), T)
     return methods.empirical_cdf(ps._lexicographic(samples, table.shape[-1]), table.shape[-1] ** ps._length(table))
 
 
 def _globally_tempered(table, T):
     probs = jnp.exp(vs.globally_tempered_log_joint(ps._log_joint(table), T)).ravel()
-    samples = vs.sample_categorical(jax.random.key(0), jnp.broadcast_to(probs, (ps.SAMPLES, probs.size)))
+    samples = vs.sample_categorical(jax.random.key(0, impl="rbg"), jnp.broadcast_to(probs, (ps.SAMPLES, probs.size)))
     return methods.empirical_cdf(samples, probs.size)
 
 
 def _ignores_prompt(table, prompt):
     state, start = ps._start(table, (ps.SAMPLES,))
-    samples = vs.sample_autoregressive(jax.random.key(0), ps._tree_step, state, start,
+    samples = vs.sample_autoregressive(jax.random.key(0, impl="rbg"), ps._tree_step, state, start,
                                        ps._length(table) - prompt.shape[-1], 1.0)
     return methods.empirical_cdf(ps._lexicographic(samples, table.shape[-1]),
                                  table.shape[-1] ** (ps._length(table) - prompt.shape[-1]))

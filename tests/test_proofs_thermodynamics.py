@@ -38,7 +38,7 @@ def _tempered_loss(theta, tokens, T):
 
 def _uniform_noise_sampler(z, T):
     """argmax(z/T + U) with uniform noise instead of Gumbel noise: not the softmax law."""
-    u = jax.random.uniform(jax.random.key(0), (th.SAMPLES, z.size))
+    u = jax.random.uniform(jax.random.key(0, impl="rbg"), (th.SAMPLES, z.size))
     s = jnp.where(jnp.isneginf(z), -jnp.inf, (z - jnp.max(z)) / T)
     return jnp.argmax(s + u, axis=-1)
 
