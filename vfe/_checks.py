@@ -105,3 +105,46 @@ def positive_scale(func: str, name: str, value, batch_shape: tuple[int, ...], *,
 def batch_shape(shape: tuple[int, ...], ax: int) -> tuple[int, ...]:
     """``shape`` without axis ``ax``."""
     return shape[:ax] + shape[ax + 1:]
+
+
+def parameter(func: str, name: str, value, *, positive: bool = False, non_negative: bool = False,
+              finite: bool = False, integers: bool = False) -> jax.Array:
+    """A floating JAX array from a number or an array; a Python number becomes a weakly typed scalar.
+
+    Values given as Python or NumPy numbers are checked here, before any work (JAX arrays are
+    never inspected: their values may be traced): NaN is rejected whenever a value check is
+    asked for; ``positive``: every entry ``> 0``; ``non_negative``: ``≥ 0``; ``finite``: no
+    ``±inf``. ``integers``: integer arrays (counts, sizes) are cast to the default float instead
+    of being rejected. A bool is always a ``TypeError``.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{func}: argument `{name}` must be a number or a floating array, got a bool")
+    if (positive or non_negative or finite) and isinstance(value, (numbers.Real, np.ndarray, np.generic)):
+        arr = np.asarray(value)
+        if np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating):
+            if np.any(np.isnan(arr)):
+                raise ValueError(f"{func}: argument `{name}` is NaN")
+            if positive and np.any(arr <= 0):
+                raise ValueError(f"{func}: argument `{name}` must be > 0, got {value!r}")
+            if non_negative and np.any(arr < 0):
+                raise ValueError(f"{func}: argument `{name}` must be ≥ 0, got {value!r}")
+            if finite and np.any(np.isinf(arr)):
+                raise ValueError(f"{func}: argument `{name}` must be finite, got {value!r}")
+    if isinstance(value, numbers.Real) and not hasattr(value, "dtype"):
+        return jnp.asarray(float(value))  # weakly typed: does not promote the other arguments
+    if integers and hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.integer):
+        return jnp.asarray(value).astype(jnp.result_type(float))
+    return floating(func, name, value)
+
+
+def broadcast_shape(func: str, names, arrays) -> tuple[int, ...]:
+    """The broadcast shape of ``arrays``; a ``ValueError`` naming the first one that does not fit."""
+    shape: tuple[int, ...] = ()
+    for i, (name, a) in enumerate(zip(names, arrays)):
+        try:
+            shape = np.broadcast_shapes(shape, a.shape)
+        except ValueError:
+            before = ", ".join(f"`{n}`" for n in names[:i])
+            raise ValueError(f"{func}: argument `{name}` of shape {a.shape} does not broadcast against "
+                             f"the shape {shape} of {before}") from None
+    return shape

@@ -37,7 +37,6 @@ References:
 from __future__ import annotations
 
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
@@ -57,35 +56,11 @@ __all__ = [
 
 
 def _arg(func: str, name: str, value, *, non_negative: bool = False, positive: bool = False) -> jax.Array:
-    """A floating JAX array (Python numbers weakly typed; integer arrays cast to the default float)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{func}: argument `{name}` must be a number or a floating array, got a bool")
-    if (non_negative or positive) and isinstance(value, (numbers.Real, np.ndarray, np.generic)):
-        arr = np.asarray(value)
-        if np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating):
-            if np.any(np.isnan(arr)):
-                raise ValueError(f"{func}: argument `{name}` is NaN")
-            if positive and np.any(arr <= 0):
-                raise ValueError(f"{func}: argument `{name}` must be > 0, got {value!r}")
-            if np.any(arr < 0):
-                raise ValueError(f"{func}: argument `{name}` must be ≥ 0, got {value!r}")
-    if isinstance(value, numbers.Real) and not hasattr(value, "dtype"):
-        return jnp.asarray(float(value))
-    if hasattr(value, "dtype") and jnp.issubdtype(value.dtype, jnp.integer):
-        return jnp.asarray(value).astype(jnp.result_type(float))
-    return _checks.floating(func, name, value)
+    """A floating JAX array (integer arrays cast to float); ``non_negative``: ≥ 0, ``positive``: > 0."""
+    return _checks.parameter(func, name, value, positive=positive, non_negative=non_negative, integers=True)
 
 
-def _broadcast(func: str, names, arrays) -> tuple[int, ...]:
-    shape: tuple[int, ...] = ()
-    for i, (name, a) in enumerate(zip(names, arrays)):
-        try:
-            shape = np.broadcast_shapes(shape, a.shape)
-        except ValueError:
-            before = ", ".join(f"`{n}`" for n in names[:i])
-            raise ValueError(f"{func}: argument `{name}` of shape {a.shape} does not broadcast against the "
-                             f"shape {shape} of {before}") from None
-    return shape
+_broadcast = _checks.broadcast_shape
 
 
 def _dtype(*arrays) -> jnp.dtype:

@@ -70,34 +70,11 @@ ScoreFn = Callable[..., Array]
 
 
 def _array(func: str, name: str, value, *, positive: bool = False) -> jax.Array:
-    """A floating JAX array; Python numbers stay weakly typed. ``positive`` checks Python/NumPy values."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{func}: argument `{name}` must be a number or a floating array, got a bool")
-    if positive and isinstance(value, (numbers.Real, np.ndarray, np.generic)):
-        arr = np.asarray(value)
-        if np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating):
-            if np.any(np.isnan(arr)):
-                raise ValueError(f"{func}: argument `{name}` is NaN")
-            if np.any(arr <= 0):
-                raise ValueError(f"{func}: argument `{name}` must be > 0, got {value!r}")
-            if np.any(np.isinf(arr)):
-                raise ValueError(f"{func}: argument `{name}` must be finite, got {value!r}")
-    if isinstance(value, numbers.Real) and not hasattr(value, "dtype"):
-        return jnp.asarray(float(value))
-    return _checks.floating(func, name, value)
+    """A floating JAX array; ``positive``: Python/NumPy values finite and > 0."""
+    return _checks.parameter(func, name, value, positive=positive, finite=positive)
 
 
-def _broadcast(func: str, names, arrays) -> tuple[int, ...]:
-    """The broadcast shape; ``ValueError`` naming the first argument that does not fit."""
-    shape: tuple[int, ...] = ()
-    for i, (name, a) in enumerate(zip(names, arrays)):
-        try:
-            shape = np.broadcast_shapes(shape, a.shape)
-        except ValueError:
-            before = ", ".join(f"`{n}`" for n in names[:i])
-            raise ValueError(f"{func}: argument `{name}` of shape {a.shape} does not broadcast against the "
-                             f"shape {shape} of {before}") from None
-    return shape
+_broadcast = _checks.broadcast_shape
 
 
 def _into(func: str, name: str, a: jax.Array, shape: tuple[int, ...], what: str) -> None:
