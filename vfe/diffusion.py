@@ -66,7 +66,7 @@ from jaxtyping import Array, Float, Int
 
 from vfe import _checks
 from vfe._numerics import compute_dtype, kl_term
-from vfe.gaussian import _param, gaussian_kl, gaussian_log_density
+from vfe.gaussian import gaussian_kl, gaussian_log_density
 
 __all__ = [
     "SCHEDULES",
@@ -348,7 +348,8 @@ def _leading(func: str, t: jax.Array, shape: tuple[int, ...], what: str = "the d
 
 
 def _floats(func: str, names, values, positive=()) -> tuple[jax.Array, ...]:
-    return tuple(_param(func, n, v, positive=n in positive) for n, v in zip(names, values))
+    return tuple(_checks.parameter(func, n, v, positive=n in positive, finite=n in positive)
+                 for n, v in zip(names, values))
 
 
 def _dtype(*arrays) -> jnp.dtype:
@@ -1052,7 +1053,7 @@ def _mixture_args(func, schedule, xt, t, weights, means, stds):
     xt = _checks.floating(func, "xt", xt)
     weights = _checks.floating(func, "weights", weights)
     means = _checks.floating(func, "means", means)
-    stds = _param(func, "stds", stds, positive=True)
+    stds = _checks.parameter(func, "stds", stds, positive=True, finite=True)
     if xt.ndim < 1:
         raise ValueError(f"{func}: argument `xt` must have a last (event) axis d, got a scalar; use shape (..., 1) "
                          "for 1-D data")
