@@ -31,6 +31,11 @@ def compute_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def result_compute_dtype(*arrays) -> jnp.dtype:
+    """:func:`compute_dtype` of the arrays' promoted dtype (what a function of them accumulates in)."""
+    return compute_dtype(jnp.result_type(*arrays))
+
+
 def upcast(x: Array) -> Array:
     """``x`` cast to :func:`compute_dtype` of its dtype."""
     return x.astype(compute_dtype(x.dtype))

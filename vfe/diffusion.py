@@ -65,6 +65,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from vfe import _checks
+from vfe._numerics import result_compute_dtype as _dtype
 from vfe._numerics import compute_dtype, kl_term
 from vfe.gaussian import gaussian_kl, gaussian_log_density
 
@@ -350,10 +351,6 @@ def _leading(func: str, t: jax.Array, shape: tuple[int, ...], what: str = "the d
 def _floats(func: str, names, values, positive=()) -> tuple[jax.Array, ...]:
     return tuple(_checks.parameter(func, n, v, positive=n in positive, finite=n in positive)
                  for n, v in zip(names, values))
-
-
-def _dtype(*arrays) -> jnp.dtype:
-    return compute_dtype(jnp.result_type(*arrays))
 
 
 # ----------------------------------------------------------------------------- kernel helpers

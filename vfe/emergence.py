@@ -44,7 +44,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from vfe import _checks
-from vfe._numerics import compute_dtype, mul_no_nan
+from vfe._numerics import result_compute_dtype as _dtype
+from vfe._numerics import mul_no_nan
 
 __all__ = [
     "exact_match",
@@ -61,10 +62,6 @@ def _arg(func: str, name: str, value, *, non_negative: bool = False, positive: b
 
 
 _broadcast = _checks.broadcast_shape
-
-
-def _dtype(*arrays) -> jnp.dtype:
-    return compute_dtype(jnp.result_type(*arrays))
 
 
 def _mask(func: str, where, shape) -> None:

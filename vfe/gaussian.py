@@ -36,7 +36,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from vfe import _checks
-from vfe._numerics import compute_dtype, kl_term
+from vfe._numerics import result_compute_dtype as _dtype
+from vfe._numerics import kl_term
 
 __all__ = [
     "gaussian_cross_entropy",
@@ -71,10 +72,6 @@ def _against_batch(func: str, name: str, a: jax.Array, batch: tuple[int, ...], w
     if not ok:
         raise ValueError(f"{func}: argument `{name}` of shape {a.shape} does not broadcast to the batch "
                          f"shape {batch} ({what})")
-
-
-def _dtype(*arrays) -> jnp.dtype:
-    return compute_dtype(jnp.result_type(*arrays))
 
 
 def _cast(dtype, *arrays):

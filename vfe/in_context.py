@@ -67,7 +67,8 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from vfe import _checks
-from vfe._numerics import compute_dtype, mul_no_nan
+from vfe._numerics import result_compute_dtype as _dtype
+from vfe._numerics import mul_no_nan
 from vfe.information import kl_divergence_from_logits
 
 __all__ = [
@@ -104,10 +105,6 @@ MAX_SEQUENCES: int = 1 << 22
 
 
 # ----------------------------------------------------------------------------- argument checks
-
-
-def _dtype(*arrays) -> jnp.dtype:
-    return compute_dtype(jnp.result_type(*arrays))
 
 
 def _rank(func: str, name: str, a: jax.Array, ndim: int, what: str) -> None:

@@ -52,7 +52,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from vfe import _checks
-from vfe._numerics import compute_dtype
+from vfe._numerics import result_compute_dtype as _dtype
 
 __all__ = [
     "gaussian_score",
@@ -118,10 +118,6 @@ def _score_shape(func: str, score_fn, x: jax.Array, score_args: tuple) -> None:
     if getattr(out, "shape", None) != x.shape:
         raise ValueError(f"{func}: `score_fn(x, *score_args)` must return an array of the state's shape "
                          f"{x.shape}, got {getattr(out, 'shape', type(out).__name__)}")
-
-
-def _dtype(*arrays) -> jnp.dtype:
-    return compute_dtype(jnp.result_type(*arrays))
 
 
 # ----------------------------------------------------------------------------- the update

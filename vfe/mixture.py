@@ -38,7 +38,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from vfe import _checks
-from vfe._numerics import compute_dtype
+from vfe._numerics import result_compute_dtype as _dtype
 from vfe.gaussian import _log_density_kernel, _log_mixture, _weighted_rms
 from vfe.thermodynamics import gibbs_free_energy
 
@@ -119,10 +119,6 @@ def _resp(func: str, resp, x: jax.Array, k: int | None = None) -> jax.Array:
         raise ValueError(f"{func}: the batch shape of `resp` {resp.shape[:-2]} does not broadcast against "
                          f"that of `x` {x.shape[:-1]}") from None
     return resp
-
-
-def _dtype(*arrays) -> jnp.dtype:
-    return compute_dtype(jnp.result_type(*arrays))
 
 
 # ----------------------------------------------------------------------------- kernels

@@ -51,7 +51,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from vfe import _checks
-from vfe._numerics import compute_dtype
+from vfe._numerics import result_compute_dtype as _dtype
 
 __all__ = [
     "CHINCHILLA",
@@ -124,10 +124,6 @@ def _constants(func: str, constants, cls) -> tuple[jax.Array, ...]:
     if not isinstance(constants, cls):
         raise TypeError(f"{func}: argument `constants` must be a {cls.__name__}, got {type(constants).__name__}")
     return tuple(_arg(func, f"constants.{f}", v, positive=f != "e") for f, v in zip(cls._fields, constants))
-
-
-def _dtype(*arrays) -> jnp.dtype:
-    return compute_dtype(jnp.result_type(*arrays))
 
 
 def _cast(dtype, *arrays):
