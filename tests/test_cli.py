@@ -76,12 +76,15 @@ def test_markdown_catalogue(user_file, tmp_path, capsys):
     assert "**Result:** proved on" in text and "FAILED" in text
 
 
-def test_worker_processes_report_what_one_process_reports(user_file, tmp_path, capsys):
+def test_worker_processes_report_what_one_process_reports(user_file, tmp_path, capsys, monkeypatch):
     """-j 2 checks in two spawned workers (each re-imports the file): same rows, statuses,
-    counterexample and document as -j 1."""
+    counterexample and document as -j 1. This process cannot check anything during the -j 2 run."""
+    import proofs.cli
+
     one, two = tmp_path / "one.md", tmp_path / "two.md"
     assert main(["--file", str(user_file), "-n", "10", "-j", "1", "--markdown", str(one)]) == 1
     rows_one = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("U")]
+    monkeypatch.setattr(proofs.cli, "_check", lambda *a: pytest.fail("checked in the parent process"))
     assert main(["--file", str(user_file), "-n", "10", "-j", "2", "--markdown", str(two)]) == 1
     out = capsys.readouterr().out
     assert [line.split("  ")[0] for line in out.splitlines() if line.startswith("U")] == rows_one
