@@ -23,7 +23,6 @@ os.environ["XLA_FLAGS"] = " ".join(
                   os.environ.get("XLA_FLAGS"))))
 
 import jax  # noqa: E402
-import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
@@ -34,33 +33,3 @@ settings.register_profile("ci", max_examples=40, derandomize=True, **_COMMON)
 settings.register_profile("thorough", max_examples=400, derandomize=False, **_COMMON)
 settings.register_profile("dev", max_examples=10, derandomize=True, **_COMMON)
 settings.load_profile(os.environ.get("VFE_HYPOTHESIS_PROFILE", "ci"))
-
-
-@pytest.fixture(scope="session")
-def checked():
-    """``checked(derivation)``: its report at the command line's default example count, computed once.
-
-    Shared by the catalogue tests (each derivation's status) and the documentation test
-    (docs/PROOFS.md must equal the rendering of these very reports).
-    """
-    from proofs.cli import DEFAULT_EXAMPLES
-
-    cache = {}
-
-    def report(derivation):
-        if id(derivation) not in cache:
-            cache[id(derivation)] = derivation.check(max_examples=DEFAULT_EXAMPLES)
-        return cache[id(derivation)]
-
-    return report
-
-
-def pytest_collection_modifyitems(items):
-    """Tests that use ``checked`` run on one xdist worker per claim (``--dist loadgroup``), so
-    each derivation is checked once per session while the catalogue spreads over the workers."""
-    for item in items:
-        if "checked" not in getattr(item, "fixturenames", ()):
-            continue
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        claim = params["derivation"].claim if "derivation" in params else params.get("claim_id", "catalogue")
-        item.add_marker(pytest.mark.xdist_group(f"claim-{claim}"))
