@@ -14,13 +14,11 @@ x64 is enabled here so that float64 arrays are really float64.
 
 import os
 
-# The suite compiles hundreds of small programs and runs each on a few kilobytes, so XLA's
-# compile time is most of its run time: skip LLVM's expensive optimisations (the results are
-# the same IEEE operations; only the generated machine code is less tuned). Set before jax
-# starts its backend; a user's own XLA_FLAGS are appended, so they win.
-os.environ["XLA_FLAGS"] = " ".join(
-    filter(None, ("--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
-                  os.environ.get("XLA_FLAGS"))))
+from proofs.compilation import use_cheap_compilation
+
+# The suite compiles a few thousand small programs: compilation is most of its run time. Cheaper
+# compilation (see proofs.compilation) must be asked for before jax starts its backend.
+use_cheap_compilation()
 
 import jax  # noqa: E402
 from hypothesis import HealthCheck, settings
