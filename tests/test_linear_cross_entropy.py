@@ -83,6 +83,45 @@ def test_loss_and_gradients_equal_those_of_the_materialised_logits(tiling, dtype
         O.assert_close(g, e, O.rtol(dtype, V + D) * big * _scale(h, w, 0).max(), f"{name} {tiling}")
 
 
+# reduction="sum"/"mean": chunks of (block_tokens · block_vocab) // V whole rows — here 1, 3 (the last
+# chunk starts early, at token 4, and must not count tokens 4 and 5 twice) and all 7 tokens.
+REDUCED_TILINGS = [(1, 1), (3, 11), (7, 11)]
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("dtype", S.FLOATS)
+@pytest.mark.parametrize("tiling", REDUCED_TILINGS, ids=str)
+@settings(max_examples=S.examples(8))
+@given(data=st.data())
+def test_reduced_loss_and_its_gradients_from_the_forward_pass_equal_the_materialised_ones(tiling, dtype,
+                                                                                           reduction, data):
+    h, w, y = data.draw(heads(dtype))
+    bt, bv = tiling
+    k = 1.0 if reduction == "sum" else 1.0 / T
+    f = lambda h, w: linear_cross_entropy(h, w, y, reduction=reduction, block_tokens=bt, block_vocab=bv)
+    exact = np.asarray(_reference(h, w, y))
+    tol = O.rtol(dtype, V + D) * k * np.sum(_scale(h, w, exact))
+    value, grads = jax.value_and_grad(f, (0, 1))(h, w)
+    for got, path in ((value, "with the gradients"), (f(h, w), "alone")):
+        assert got.shape == () and got.dtype == dtype
+        O.assert_close(got, k * np.sum(exact), tol, f"{reduction} {path} {tiling}")
+    h64, w64 = np.asarray(h, np.float64), np.asarray(w, np.float64)
+    exact_grads = jax.grad(lambda h, w: k * jnp.sum(vfe.cross_entropy_with_integer_labels(h @ w, y)), (0, 1))(h64, w64)
+    big = 1 + max(np.max(np.abs(np.asarray(e))) for e in exact_grads)
+    for g, e, arg, name in zip(grads, exact_grads, (h, w), ("dh", "dW")):
+        assert g.dtype == arg.dtype and g.shape == arg.shape
+        O.assert_close(g, e, O.rtol(dtype, V + D) * big * _scale(h, w, 0).max(), f"{reduction} {name} {tiling}")
+
+
+def test_no_tokens_give_an_empty_loss_and_zero_sum_and_mean():
+    h, w, y = jnp.zeros((0, D)), jnp.ones((D, V)), jnp.zeros((0,), jnp.int32)
+    assert linear_cross_entropy(h, w, y).shape == (0,)
+    for reduction in ("sum", "mean"):
+        assert float(linear_cross_entropy(h, w, y, reduction=reduction)) == 0.0
+        dh, dw = jax.grad(lambda h, w: linear_cross_entropy(h, w, y, reduction=reduction), (0, 1))(h, w)
+        assert dh.shape == (0, D) and not np.any(np.asarray(dw))
+
+
 def test_batch_dimensions_are_flattened_and_restored():
     rng = np.random.default_rng(0)
     h = rng.standard_normal((2, 3, D))
@@ -111,6 +150,10 @@ def test_bfloat16_accumulates_in_float32_and_beats_the_naive_head():
                       (0, 1))(h, w)
     assert dh.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
     assert np.isfinite(np.asarray(dh, np.float32)).all() and np.isfinite(np.asarray(dw, np.float32)).all()
+    mean, (dh, dw) = jax.value_and_grad(lambda h, w: linear_cross_entropy(h, w, y, reduction="mean"), (0, 1))(h, w)
+    assert mean.dtype == jnp.float32 and abs(float(mean) - truth.mean()) <= np.max(np.abs(naive - truth))
+    assert dh.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
+    assert np.isfinite(np.asarray(dh, np.float32)).all() and np.isfinite(np.asarray(dw, np.float32)).all()
 
 
 def test_temporary_memory_does_not_grow_with_the_vocabulary():
@@ -135,6 +178,13 @@ def test_temporary_memory_does_not_grow_with_the_vocabulary():
     assert large[0] <= small[0] + tile and large[1] <= small[1] + tile, (small, large)
     naive_small, naive_large = temps(8192, naive), temps(32768, naive)
     assert naive_large[0] >= tokens * 32768 * 4 and naive_large[0] > 3 * naive_small[0]
+    # reduction="mean": one chunk of 131072 // V whole rows (a few tile-sized arrays) plus the
+    # float32 accumulator of ∂W (the gradient's own size), never the N × V logits
+    for v in (8192, 32768):
+        mean = lambda h, w, y: linear_cross_entropy(h, w, y, reduction="mean", block_tokens=128, block_vocab=1024)
+        fwd, grad = temps(v, mean)
+        assert fwd <= 4 * tile and grad <= 4 * tile + d * v * 4, (v, fwd, grad)
+        assert grad < tokens * v * 4 // 2, (v, grad)
 
 
 def test_arguments_are_checked():
@@ -147,6 +197,8 @@ def test_arguments_are_checked():
         linear_cross_entropy(h, w, jnp.zeros(4))
     with pytest.raises(ValueError, match="block_vocab"):
         linear_cross_entropy(h, w, y, block_vocab=0)
+    with pytest.raises(ValueError, match="reduction.*'max'"):
+        linear_cross_entropy(h, w, y, reduction="max")
 
 
 # --- the check can fail ----------------------------------------------------------------------

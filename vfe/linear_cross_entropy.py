@@ -20,6 +20,13 @@ accumulates ``∂h = G Wᵀ`` (float32, ``[N, d]``) over the vocabulary blocks a
 ``∂W[:, block] = hᵀ G`` once per vocabulary block. Cost: one tile matmul forward, three backward
 — the price of never storing the logits (Cut Cross-Entropy makes the same trade).
 
+With ``reduction="sum"`` or ``"mean"`` the cotangent is one number, so the gradients can be
+formed during the forward pass (Liger-Kernel's trade): under differentiation the tokens are taken
+in chunks of whole rows (``block_tokens · block_vocab / V`` tokens, so memory stays independent of
+``V``), and each chunk's logits serve the loss, ``∂h`` and ``∂W`` at once — three matmuls instead of
+four; the backward pass only scales the stored gradients. Without differentiation the reduced
+loss is the sum of the tiled per-token losses.
+
 Blocks that do not divide ``N`` or ``V`` are handled by starting the last block early (at
 ``V - block``) and masking the columns (rows) that the previous block already covered, so any
 block sizes work without padding copies.
@@ -45,7 +52,7 @@ from jaxtyping import Array, Float, Int
 from vfe import _checks
 from vfe._numerics import compute_dtype
 
-__all__ = ["BLOCK_TOKENS", "BLOCK_VOCAB", "linear_cross_entropy"]
+__all__ = ["BLOCK_TOKENS", "BLOCK_VOCAB", "REDUCTIONS", "linear_cross_entropy"]
 
 BLOCK_TOKENS: int = 1024
 """Default token block (rows of a logits tile)."""
@@ -54,27 +61,35 @@ BLOCK_VOCAB: int = 4096
 """Default vocabulary block (columns of a logits tile)."""
 
 
+REDUCTIONS = ("none", "sum", "mean")
+
+
 def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, "d V"],
-                         labels: Int[Array, "*batch"], *, block_tokens: int | None = None,
-                         block_vocab: int | None = None) -> Float[Array, "*batch"]:
+                         labels: Int[Array, "*batch"], *, reduction: str = "none", block_tokens: int | None = None,
+                         block_vocab: int | None = None) -> Float[Array, "*batch"] | Float[Array, ""]:
     r"""Per-token cross-entropy of ``softmax(hidden @ weight)`` against ``labels``, logits never stored.
 
     .. math:: \ell_n = \log\sum_v e^{(hW)_{nv}} - (hW)_{n y_n}
 
     Equal (to rounding) to ``vfe.cross_entropy_with_integer_labels(hidden @ weight, labels)``,
-    with memory ``O(block_tokens · block_vocab)`` beyond inputs and outputs in both passes.
+    with memory ``O(block_tokens · block_vocab)`` beyond inputs and outputs in both passes (the
+    reduced losses under differentiation: plus a float32 accumulator of ``∂W``).
 
     Args:
       hidden: hidden states ``h``, shape ``(*batch, d)``.
       weight: classifier weights ``W``, shape ``(d, V)``.
       labels: integer targets in ``[0, V)``, shape ``(*batch,)`` (not range-checked under ``jit``).
+      reduction: ``"none"`` (per-token losses), ``"sum"`` or ``"mean"`` over all tokens (one
+        number; its gradient is computed in the forward pass, see the module docstring).
       block_tokens: rows per tile (default :data:`BLOCK_TOKENS`, at most the number of tokens).
       block_vocab: columns per tile (default :data:`BLOCK_VOCAB`, at most ``V``).
 
     Returns:
-      the loss per token in nats, shape ``(*batch,)``, dtype ``promote_types(dtype, float32)``.
+      the loss per token in nats, shape ``(*batch,)``, or its sum or mean (shape ``()``); dtype
+      ``promote_types(dtype, float32)``.
 
-    Differentiable in ``hidden`` and ``weight`` (reverse mode).
+    Differentiable in ``hidden`` and ``weight`` (reverse mode). No tokens: an empty loss (sum and
+    mean 0).
     """
     func = "linear_cross_entropy"
     h = _checks.floating(func, "hidden", hidden)
@@ -89,10 +104,17 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
     if y.shape != h.shape[:-1]:
         raise ValueError(f"{func}: argument `labels` must have shape {h.shape[:-1]} (hidden's shape without "
                          f"its last axis), got {y.shape}")
-    tokens = max(1, int(jnp.size(y)))
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{func}: argument `reduction` must be one of {REDUCTIONS}, got {reduction!r}")
+    tokens = int(jnp.size(y))
+    if tokens == 0:  # no token: no loss (and a sum or mean of none is 0)
+        return jnp.zeros(y.shape if reduction == "none" else (), compute_dtype(jnp.result_type(h, w)))
     bt = _block(func, "block_tokens", block_tokens, BLOCK_TOKENS, tokens)
     bv = _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, w.shape[1])
-    return _linear_ce(h, w, y, block_tokens=bt, block_vocab=bv)
+    if reduction == "none":
+        return _linear_ce(h, w, y, block_tokens=bt, block_vocab=bv)
+    total = _linear_ce_total(h, w, y, block_tokens=bt, block_vocab=bv)
+    return total / tokens if reduction == "mean" else total
 
 
 def _block(func: str, name: str, value, default: int, size: int) -> int:
@@ -108,6 +130,12 @@ def _linear_ce(h, w, y, block_tokens, block_vocab):
     batch = y.shape
     h2, y2 = h.reshape(-1, h.shape[-1]), y.reshape(-1)
     return _lce(h2, w, y2, (block_tokens, block_vocab)).reshape(batch)
+
+
+@functools.partial(jax.jit, static_argnames=("block_tokens", "block_vocab"))
+def _linear_ce_total(h, w, y, block_tokens, block_vocab):
+    h2, y2 = h.reshape(-1, h.shape[-1]), y.reshape(-1)
+    return _lce_total(h2, w, y2, (block_tokens, block_vocab))
 
 
 # ----------------------------------------------------------------------------- tiles
@@ -240,3 +268,61 @@ def _backward(h, w, y, m, log_s, g, blocks):
 
 
 _lce.defvjp(_lce_fwd, _lce_bwd)
+
+
+# ----------------------------------------------------------------------------- reduced loss
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _lce_total(h, w, y, blocks):
+    return jnp.sum(_lce_fwd(h, w, y, blocks)[0])
+
+
+def _lce_total_fwd(h, w, y, blocks):
+    total, dh, dw = _total_and_gradients(h, w, y, blocks)
+    return total, (dh, dw)
+
+
+def _lce_total_bwd(blocks, res, g):
+    dh, dw = res
+    return (g * dh).astype(dh.dtype), (g * dw).astype(dw.dtype), None
+
+
+def _total_and_gradients(h, w, y, blocks):
+    """``(Σ_n ℓ_n, ∂h, ∂W)`` in one pass over token chunks of whole rows.
+
+    A chunk has ``max(1, bt·bv // V)`` tokens (at most ``N``): its ``[chunk, V]`` logits give the
+    losses, ``G = softmax - onehot`` and both gradient contributions before the next chunk.
+    ``∂h`` is returned in ``h``'s dtype, ``∂W`` in ``W``'s (accumulated in float32 at least).
+    """
+    (bt, bv), (n, d), v = blocks, h.shape, w.shape[1]
+    rows = min(n, max(1, (bt * bv) // v))
+    dtype = compute_dtype(jnp.result_type(h, w))
+
+    def chunk(t, carry):
+        total, dh, dw = carry
+        r0, r_first = _starts(t, rows, n)
+        new = (r0 + lax.iota(jnp.int32, rows)) >= r_first  # rows no earlier chunk covered
+        h_t = lax.dynamic_slice(h, (r0, _ZERO), (rows, d))
+        y_t = lax.dynamic_slice(y, (r0,), (rows,))
+        z = jnp.matmul(h_t, w, preferred_element_type=dtype)
+        m = jnp.max(z, axis=-1, keepdims=True)
+        e = jnp.exp(z - m)
+        s = jnp.sum(e, axis=-1, keepdims=True)
+        # no [chunk, V] compares or selects (slow in XLA:CPU's fused loops): the label's logit is
+        # gathered, its -1 scattered, and the covered rows zeroed by a product
+        picked = jnp.take_along_axis(z, y_t[:, None], axis=-1)[:, 0]
+        loss = (m + jnp.log(s))[:, 0] - picked
+        keep = new.astype(dtype)[:, None]
+        grad = (e * (keep / s)).at[lax.iota(jnp.int32, rows), y_t].add(-keep[:, 0])
+        dh_t = jnp.matmul(grad.astype(w.dtype), w.T, preferred_element_type=dtype)
+        dh_t = jnp.where(new[:, None], dh_t.astype(dh.dtype), lax.dynamic_slice(dh, (r0, _ZERO), (rows, d)))
+        dw = dw + jnp.matmul(h_t.T, grad.astype(h.dtype), preferred_element_type=dtype)
+        return total + jnp.sum(jnp.where(new, loss, 0.0)), lax.dynamic_update_slice(dh, dh_t, (r0, _ZERO)), dw
+
+    init = (jnp.zeros((), dtype), jnp.zeros_like(h), jnp.zeros(w.shape, dtype))
+    total, dh, dw = lax.fori_loop(0, _count(rows, n), chunk, init)
+    return total, dh, dw.astype(w.dtype)
+
+
+_lce_total.defvjp(_lce_total_fwd, _lce_total_bwd)
