@@ -307,14 +307,15 @@ def _total_and_gradients(h, w, y, blocks):
         y_t = lax.dynamic_slice(y, (r0,), (rows,))
         z = jnp.matmul(h_t, w, preferred_element_type=dtype)
         m = jnp.max(z, axis=-1, keepdims=True)
-        e = jnp.exp(z - m)
-        s = jnp.sum(e, axis=-1, keepdims=True)
-        # no [chunk, V] compares or selects (slow in XLA:CPU's fused loops): the label's logit is
-        # gathered, its -1 scattered, and the covered rows zeroed by a product
-        picked = jnp.take_along_axis(z, y_t[:, None], axis=-1)[:, 0]
-        loss = (m + jnp.log(s))[:, 0] - picked
+        lse = m + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True))
+        # softmax as e^{z - lse}, exp computed again behind a barrier: sharing e^{z - m} between the
+        # sum and the gradient made XLA:CPU's jax.grad program 1.5x slower (see LLM_RESULTS.md).
+        # No [chunk, V] compares or selects (slow in XLA:CPU's fused loops): the label's logit is
+        # gathered, its -1 scattered, and the covered rows zeroed by a product.
+        z, lse = lax.optimization_barrier((z, lse))
+        loss = lse[:, 0] - jnp.take_along_axis(z, y_t[:, None], axis=-1)[:, 0]
         keep = new.astype(dtype)[:, None]
-        grad = (e * (keep / s)).at[lax.iota(jnp.int32, rows), y_t].add(-keep[:, 0])
+        grad = (jnp.exp(z - lse) * keep).at[lax.iota(jnp.int32, rows), y_t].add(-keep[:, 0])
         dh_t = jnp.matmul(grad.astype(w.dtype), w.T, preferred_element_type=dtype)
         dh_t = jnp.where(new[:, None], dh_t.astype(dh.dtype), lax.dynamic_slice(dh, (r0, _ZERO), (rows, d)))
         dw = dw + jnp.matmul(h_t.T, grad.astype(h.dtype), preferred_element_type=dtype)
