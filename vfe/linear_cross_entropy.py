@@ -113,8 +113,14 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
     bv = _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, w.shape[1])
     if reduction == "none":
         return _linear_ce(h, w, y, block_tokens=bt, block_vocab=bv)
-    total = _linear_ce_total(h, w, y, block_tokens=bt, block_vocab=bv)
+    # chunks of whole rows: the tile budget as given, not shrunk by a short batch or vocabulary
+    budget = (_block(func, "block_tokens", block_tokens, BLOCK_TOKENS, _UNCAPPED),
+              _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, _UNCAPPED))
+    total = _linear_ce_total(h, w, y, block_tokens=budget[0], block_vocab=budget[1])
     return total / tokens if reduction == "mean" else total
+
+
+_UNCAPPED = 2**62
 
 
 def _block(func: str, name: str, value, default: int, size: int) -> int:
@@ -275,7 +281,8 @@ _lce.defvjp(_lce_fwd, _lce_bwd)
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _lce_total(h, w, y, blocks):
-    return jnp.sum(_lce_fwd(h, w, y, blocks)[0])
+    tiles = (min(blocks[0], h.shape[0]), min(blocks[1], w.shape[1]))  # the budget, as tiles of the inputs
+    return jnp.sum(_lce_fwd(h, w, y, tiles)[0])
 
 
 def _lce_total_fwd(h, w, y, blocks):
@@ -291,7 +298,8 @@ def _lce_total_bwd(blocks, res, g):
 def _total_and_gradients(h, w, y, blocks):
     """``(Σ_n ℓ_n, ∂h, ∂W)`` in one pass over token chunks of whole rows.
 
-    A chunk has ``max(1, bt·bv // V)`` tokens (at most ``N``): its ``[chunk, V]`` logits give the
+    A chunk has ``max(1, bt·bv // V)`` tokens (at most ``N``; ``bt``, ``bv`` as the caller gave them, not
+    capped to ``N`` and ``V``): its ``[chunk, V]`` logits give the
     losses, ``G = softmax - onehot`` and both gradient contributions before the next chunk.
     ``∂h`` is returned in ``h``'s dtype, ``∂W`` in ``W``'s (accumulated in float32 at least).
     """
