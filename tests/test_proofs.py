@@ -4,6 +4,7 @@ derivation's own status is checked with its claim in test_catalogue.py."""
 import pytest
 
 from proofs import all_derivations
+from planted import planted
 from strategies import examples
 
 DERIVATIONS = all_derivations()
@@ -17,20 +18,12 @@ def test_the_seed_wording_of_b5_is_refuted_and_the_corrected_statement_proved():
 
 # --- the catalogue's own proofs catch errors planted in them ----------------------------------
 
-import dataclasses  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
 
 import vfe  # noqa: E402
 from proofs import information, thermodynamics, variational  # noqa: E402
 from vfe.derivation import FAILED, Terms  # noqa: E402
-
-
-def _planted(derivation, number, fn):
-    """``derivation`` with step ``number`` (1-based) computing ``fn`` instead."""
-    steps = list(derivation.steps)
-    steps[number - 1] = dataclasses.replace(steps[number - 1], fn=fn)
-    return dataclasses.replace(derivation, steps=steps)
 
 
 PLANTED_IN_CATALOGUE = {
@@ -50,6 +43,6 @@ PLANTED_IN_CATALOGUE = {
 @pytest.mark.parametrize("name", sorted(PLANTED_IN_CATALOGUE))
 def test_planted_error_in_a_catalogue_proof_is_caught_at_its_step(name):
     derivation, number, wrong = PLANTED_IN_CATALOGUE[name]
-    report = _planted(derivation, number, wrong).check(max_examples=examples(60))
+    report = planted(derivation, number, wrong).check(max_examples=examples(60))
     assert report.status == FAILED
     assert report.failure.step_number == number, report.text()

@@ -16,20 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from planted import assert_caught_at_its_step, planted
 from strategies import examples
 
 from proofs import diffusion as df
 from vfe.derivation import FAILED, Derivation
-
-
-def _planted(derivation, number, fn=None, **changes):
-    """``derivation`` with step ``number`` (1-based) computing ``fn`` instead (and/or other changes)."""
-    steps = list(derivation.steps)
-    if fn is not None:
-        changes["fn"] = fn
-    steps[number - 1] = dataclasses.replace(steps[number - 1], **changes)
-    # a derivation built with variables= also holds them as inputs=: keep only the latter
-    return dataclasses.replace(derivation, steps=steps, variables=None)
 
 
 def _posterior_without_alpha(betas, t, x0, xt):
@@ -69,17 +60,14 @@ PLANTED = {
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_error_is_caught_at_its_step(name):
-    derivation, number, wrong = PLANTED[name]
-    report = _planted(derivation, number, wrong).check(max_examples=examples(20))
-    assert report.status == FAILED, report.text()
-    assert report.failure is not None and report.failure.step_number == max(number, 2), report.text()
+    assert_caught_at_its_step(*PLANTED[name])
 
 
 def test_e1_a_chain_without_shrinking_fails_the_distributional_check():
     """Distributional (DKW band): a variance-exploding chain x_t = x_{t-1} + √β_t ε is not the forward
     process. Checked on one explicit input, which the checker evaluates before any search (each
     example costs 6 × 2^17 draws, and a Hypothesis counterexample would be shrunk at that price)."""
-    d = dataclasses.replace(_planted(df.E1_MARGINAL_SAMPLES, 2, _exploding_chain_cdf),
+    d = dataclasses.replace(planted(df.E1_MARGINAL_SAMPLES, 2, _exploding_chain_cdf),
                             examples=[{"betas": np.full(df.T, 0.1), "x0": 1.0}])
     report = d.check(max_examples=1)
     assert report.status == FAILED and report.failure.step_number == 2, report.text()
@@ -88,7 +76,7 @@ def test_e1_a_chain_without_shrinking_fails_the_distributional_check():
 
 def test_e1_the_bound_the_wrong_way_round_is_refuted():
     """Inequality: −ELBO ≤ −log p_θ(x_0) is false (the gap is a KL divergence, > 0 here)."""
-    report = _planted(df.E1_ELBO, 3, relation="<=").check(max_examples=examples(20))
+    report = planted(df.E1_ELBO, 3, relation="<=").check(max_examples=examples(20))
     assert report.status == FAILED and report.failure.step_number == 3, report.text()
 
 
@@ -97,7 +85,7 @@ def test_e2_a_wrong_noise_predictor_is_undercut_by_the_optimiser():
     def claimed(betas, t, m, s):
         params = _wrong_affine(betas, t, m, s)
         return jnp.concatenate([df._noise_loss(params, betas, t, m, s)[None], params])
-    d = _planted(_planted(df.E2_NOISE_OPTIMUM, 1, claimed), 2, claimed)
+    d = planted(planted(df.E2_NOISE_OPTIMUM, 1, claimed), 2, claimed)
     report = d.check(max_examples=examples(10))
     assert report.status == FAILED and report.failure.step_number == 3, report.text()
     assert report.failure.value[0] < report.failure.previous[0]  # a lower loss than the claimed minimum

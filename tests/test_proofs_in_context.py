@@ -8,25 +8,17 @@ that ignores indistinguishable intents, a bound of ε/2 — and asserts that the
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from strategies import examples
+from planted import assert_caught_at_its_step
 
 import vfe
 from proofs import in_context as icp
 from vfe import in_context as ic
-from vfe.derivation import FAILED, Derivation
-
-
-def _planted(derivation, number, fn):
-    """``derivation`` with step ``number`` (1-based) computing ``fn`` instead."""
-    steps = list(derivation.steps)
-    steps[number - 1] = dataclasses.replace(steps[number - 1], fn=fn)
-    return dataclasses.replace(derivation, steps=steps, variables=None)
+from vfe.derivation import Derivation
 
 
 def _lsa_with(x, y, x_query, eta, w0, where, *, sign=1.0, per_n=True):
@@ -64,10 +56,7 @@ PLANTED = {
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_error_is_caught_at_its_step(name):
     """E6, E7: each planted mistake is reported FAILED at the step it was planted in."""
-    derivation, number, wrong = PLANTED[name]
-    report = _planted(derivation, number, wrong).check(max_examples=examples(20))
-    assert report.status == FAILED, report.text()
-    assert report.failure is not None and report.failure.step_number == max(number, 2), report.text()
+    assert_caught_at_its_step(*PLANTED[name])
 
 
 def test_concentration_is_not_reached_at_small_k():

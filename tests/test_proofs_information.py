@@ -6,24 +6,17 @@ tests/test_proofs.py) by a plausible mistake, and the checker must report FAILED
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import pytest
+from planted import planted
 from strategies import examples
 
 import vfe
 from proofs import information as info
 from vfe import coding, gaussian
 from vfe.derivation import FAILED, Terms
-
-
-def _planted(derivation, number, fn):
-    """``derivation`` with step ``number`` (1-based) computing ``fn`` instead."""
-    steps = list(derivation.steps)
-    steps[number - 1] = dataclasses.replace(steps[number - 1], fn=fn)
-    return dataclasses.replace(derivation, steps=steps)
 
 
 PLANTED = {
@@ -59,7 +52,7 @@ PLANTED = {
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_error_is_caught_at_its_step(name):
     derivation, number, wrong = PLANTED[name]
-    report = _planted(derivation, number, wrong).check(max_examples=examples(20))
+    report = planted(derivation, number, wrong).check(max_examples=examples(20))
     assert report.status == FAILED, report.text()
     expected = number + 1 if number == 1 else number  # a wrong first step shows against step 2
     assert report.failure.step_number == expected, report.text()

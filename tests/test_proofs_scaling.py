@@ -10,24 +10,17 @@ derivations).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import jax.numpy as jnp
 import pytest
+from planted import assert_caught_at_its_step, planted
 from strategies import examples
 
 import vfe
 from proofs import scaling as sc
 from vfe import emergence, scaling
 from vfe.derivation import FAILED, Derivation, Terms
-
-
-def _planted(derivation, number, fn):
-    """``derivation`` with step ``number`` (1-based) computing ``fn`` instead."""
-    steps = list(derivation.steps)
-    steps[number - 1] = dataclasses.replace(steps[number - 1], fn=fn)
-    return dataclasses.replace(derivation, steps=steps, variables=None)
 
 
 _K = scaling.KAPLAN
@@ -64,17 +57,14 @@ PLANTED = {
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_error_is_caught_at_its_step(name):
-    derivation, number, wrong = PLANTED[name]
-    report = _planted(derivation, number, wrong).check(max_examples=examples(20))
-    assert report.status == FAILED, report.text()
-    assert report.failure is not None and report.failure.step_number == max(number, 2), report.text()
+    assert_caught_at_its_step(*PLANTED[name])
 
 
 def test_e4_a_wrong_closed_form_is_caught_by_the_optimiser():
     """Variational: the closed form with the exponents of N and D swapped, stated consistently in steps 1
     and 2 (so only L-BFGS can object), is beaten by the optimiser at step 3 on the loss component."""
-    d = _planted(sc.E4_COMPUTE_OPTIMAL, 1, _swapped_optimum)
-    d = _planted(d, 2, _swapped_optimum)
+    d = planted(sc.E4_COMPUTE_OPTIMAL, 1, _swapped_optimum)
+    d = planted(d, 2, _swapped_optimum)
     report = d.check(max_examples=examples(5))
     assert report.status == FAILED and report.failure.step_number == 3, report.text()
     assert report.failure.value[1] <= report.failure.previous[1]

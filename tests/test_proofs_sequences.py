@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from planted import planted
 from strategies import examples
 
 import vfe
@@ -24,13 +25,6 @@ from vfe import sequences as vs
 from vfe.derivation import FAILED, PROVED, REFUTED, Terms
 
 N = examples(10)  # examples per planted check: each compiles and may train or sample
-
-
-def _planted(derivation, number, fn):
-    """``derivation`` with step ``number`` (1-based) computing ``fn`` instead."""
-    steps = list(derivation.steps)
-    steps[number - 1] = dataclasses.replace(steps[number - 1], fn=fn)
-    return dataclasses.replace(derivation, steps=steps)
 
 
 def _assert_caught(derivation, number, n=N):
@@ -76,7 +70,7 @@ IDENTITIES = {
 @pytest.mark.parametrize("name", sorted(IDENTITIES))
 def test_planted_identity_error_is_caught(name):
     derivation, number, wrong = IDENTITIES[name]
-    _assert_caught(_planted(derivation, number, wrong), number)
+    _assert_caught(planted(derivation, number, wrong), number)
 
 
 # --- inequalities ---------------------------------------------------------------------------
@@ -107,7 +101,7 @@ INEQUALITIES = {
 @pytest.mark.parametrize("name", sorted(INEQUALITIES))
 def test_planted_inequality_error_is_caught(name):
     derivation, number, wrong = INEQUALITIES[name]
-    _assert_caught(_planted(derivation, number, wrong), number)
+    _assert_caught(planted(derivation, number, wrong), number)
 
 
 def test_a_planted_bound_above_the_loss_is_caught():
@@ -115,7 +109,7 @@ def test_a_planted_bound_above_the_loss_is_caught():
     bound = lambda weights, transition: ps._entropy_rate(transition) + 0.01
     derivation = dataclasses.replace(ps.D2_MARKOV, examples=[{"transition": np.array([[0.9, 0.1], [0.2, 0.8]]),
                                                              "weights": np.log([[0.9, 0.1], [0.2, 0.8]])}])
-    _assert_caught(_planted(derivation, 4, bound), 4, n=1)
+    _assert_caught(planted(derivation, 4, bound), 4, n=1)
 
 
 # --- variational ----------------------------------------------------------------------------
@@ -148,13 +142,13 @@ VARIATIONAL = {
 def test_planted_variational_error_is_caught(name):
     derivation, number, wrong = VARIATIONAL[name]
     # the first step's planted value is caught at step 2 (its comparison with the next)
-    _assert_caught(_planted(derivation, number, wrong), max(number, 2))
+    _assert_caught(planted(derivation, number, wrong), max(number, 2))
 
 
 def test_a_claimed_minimum_below_the_optimum_is_caught_by_the_optimiser():
     """Claim min over point masses = −log p(D) (the posterior's value): the optimiser never gets there."""
     wrong = lambda grid, corpus: -vfe.log_evidence(ps._flat_log_joint(grid, corpus))
-    derivation = _planted(_planted(ps.D3_MLE, 1, wrong), 2, wrong)
+    derivation = planted(planted(ps.D3_MLE, 1, wrong), 2, wrong)
     _assert_caught(derivation, 3)
 
 
@@ -201,7 +195,7 @@ SAMPLERS = {
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_planted_wrong_sampler_is_caught(name):
     derivation, number, wrong = SAMPLERS[name]
-    _assert_caught(_planted(derivation, number, wrong), number)
+    _assert_caught(planted(derivation, number, wrong), number)
 
 
 # --- the refuted seed reading of D4 -----------------------------------------------------------

@@ -9,25 +9,17 @@ correct derivations.)
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import pytest
+from planted import planted
 from strategies import examples
 
 import vfe
 from proofs import thermodynamics as th
 from vfe import methods
 from vfe.derivation import FAILED, Derivation, Terms
-
-
-def _planted(derivation, number, fn):
-    """``derivation`` with step ``number`` (1-based) computing ``fn`` instead."""
-    steps = list(derivation.steps)
-    steps[number - 1] = dataclasses.replace(steps[number - 1], fn=fn)
-    # a derivation built with variables= also holds them as inputs=: keep only the latter
-    return dataclasses.replace(derivation, steps=steps, variables=None)
 
 
 def _tempered_loss(theta, tokens, T):
@@ -82,29 +74,29 @@ PLANTED = {
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_error_is_caught_at_its_step(name):
     derivation, number, wrong = PLANTED[name]
-    report = _planted(derivation, number, wrong).check(max_examples=examples(30))
+    report = planted(derivation, number, wrong).check(max_examples=examples(30))
     assert report.status == FAILED, report.text()
     assert report.failure is not None and report.failure.step_number == max(number, 2), report.text()
 
 
 def test_c4_entropy_at_a_lower_temperature_is_refuted():
     """H at T/r (r > 1) is below H at T: the '<=' step fails."""
-    d = _planted(th.C4_ENTROPY, 2, lambda z, T, r: th._entropy_at(z, T / r))
+    d = planted(th.C4_ENTROPY, 2, lambda z, T, r: th._entropy_at(z, T / r))
     report = d.check(max_examples=examples(30))
     assert report.status == FAILED and report.failure.step_number == 2, report.text()
 
 
 def test_c5_minimum_too_high_is_undercut_by_the_optimiser():
     """Claim min G = -T log Z + 0.01, and a point attaining it: only the optimiser can object."""
-    d = _planted(th.C5_GIBBS, 1, lambda E, T: 0.01 - T * vfe.log_partition(E, 1.0 / T))
-    d = _planted(d, 2, lambda E, T: vfe.gibbs_free_energy(th._boltzmann_at(E, T), E, T) + 0.01)
+    d = planted(th.C5_GIBBS, 1, lambda E, T: 0.01 - T * vfe.log_partition(E, 1.0 / T))
+    d = planted(d, 2, lambda E, T: vfe.gibbs_free_energy(th._boltzmann_at(E, T), E, T) + 0.01)
     report = d.check(max_examples=examples(8))
     assert report.status == FAILED and report.failure.step_number == 3, report.text()
     assert report.failure.value < report.failure.previous
 
 
 def test_c7_surprise_at_a_lower_temperature_is_refuted():
-    d = _planted(th.C7_MONOTONE, 3, lambda z, T, r: Terms(th._lse(z), -th._mean(vfe.tempered_softmax(z, T / r), z)))
+    d = planted(th.C7_MONOTONE, 3, lambda z, T, r: Terms(th._lse(z), -th._mean(vfe.tempered_softmax(z, T / r), z)))
     report = d.check(max_examples=examples(30))
     assert report.status == FAILED and report.failure.step_number == 3, report.text()
 

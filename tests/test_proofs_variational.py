@@ -8,24 +8,17 @@ limit, a wrong sampler, a wrong E- or M-step — and the checker must report FAI
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import pytest
+from planted import planted
 from strategies import examples
 
 import vfe
 from proofs import variational as pv
 from vfe import mixture as vm
 from vfe.derivation import FAILED
-
-
-def _planted(derivation, number, fn):
-    """``derivation`` with step ``number`` (1-based) computing ``fn`` instead."""
-    steps = list(derivation.steps)
-    steps[number - 1] = dataclasses.replace(steps[number - 1], fn=fn)
-    return dataclasses.replace(derivation, steps=steps)
 
 
 def _marginal_sampler(key, joint):
@@ -98,7 +91,7 @@ PLANTED = {  # name -> (derivation, planted step, wrong fn[, step that must fail
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_error_is_caught_at_its_step(name):
     derivation, number, wrong, *fails_at = PLANTED[name]
-    report = _planted(derivation, number, wrong).check(max_examples=examples(30))
+    report = planted(derivation, number, wrong).check(max_examples=examples(30))
     assert report.status == FAILED, report.text()
     expected = fails_at[0] if fails_at else number
     assert report.failure.step_number == expected and not report.failure.is_error, report.text()

@@ -3,11 +3,11 @@ are caught at the step where they enter."""
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import pytest
+from planted import planted
 from strategies import examples
 
 from proofs import streaming as PS
@@ -31,13 +31,6 @@ def test_every_derivation_cites_a_declared_machinery_claim():
 
 
 # --- planted errors -----------------------------------------------------------------------------
-
-
-def _planted(derivation, number, fn):
-    """``derivation`` with step ``number`` (1-based) computing ``fn`` instead."""
-    steps = list(derivation.steps)
-    steps[number - 1] = dataclasses.replace(steps[number - 1], fn=fn)
-    return dataclasses.replace(derivation, steps=steps)
 
 
 def _combine_without_rescale(a, b):
@@ -104,6 +97,6 @@ PLANTED = {
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_wrong_rule_is_caught_at_its_step(name):
     derivation, number, wrong = PLANTED[name]
-    report = _planted(derivation, number, wrong).check(max_examples=examples(40))
+    report = planted(derivation, number, wrong).check(max_examples=examples(40))
     assert report.status == FAILED, report.text()
     assert report.failure.step_number == number, report.text()

@@ -322,18 +322,6 @@ def _time(func: str, t, schedule: NoiseSchedule, lo: int = 0) -> jax.Array:
     return _checks.integer(func, "t", t)
 
 
-def _data_shape(func: str, names, arrays) -> tuple[int, ...]:
-    shape: tuple[int, ...] = ()
-    for i, (name, a) in enumerate(zip(names, arrays)):
-        try:
-            shape = np.broadcast_shapes(shape, a.shape)
-        except ValueError:
-            before = ", ".join(f"`{n}`" for n in names[:i])
-            raise ValueError(f"{func}: argument `{name}` of shape {a.shape} does not broadcast against "
-                             f"the shape {shape} of {before}") from None
-    return shape
-
-
 def _leading(func: str, t: jax.Array, shape: tuple[int, ...], what: str = "the data") -> None:
     """``t`` must index the leading axes of an array of ``shape``."""
     k = t.ndim
@@ -474,7 +462,7 @@ def q_sample(schedule: NoiseSchedule, x0: Float[Array, "*batch *event"], t: Int[
     schedule = _schedule(func, schedule)
     t = _time(func, t, schedule)
     x0, noise = _checks.floating(func, "x0", x0), _checks.floating(func, "noise", noise)
-    _leading(func, t, _data_shape(func, ("x0", "noise"), (x0, noise)))
+    _leading(func, t, _checks.broadcast_shape(func, ("x0", "noise"), (x0, noise)))
     return _q_sample(schedule, x0, t, noise)
 
 
@@ -508,7 +496,7 @@ def predict_x0(schedule: NoiseSchedule, xt: Float[Array, "*batch *event"], t: In
     schedule = _schedule(func, schedule)
     t = _time(func, t, schedule)
     xt, noise = _checks.floating(func, "xt", xt), _checks.floating(func, "noise", noise)
-    _leading(func, t, _data_shape(func, ("xt", "noise"), (xt, noise)))
+    _leading(func, t, _checks.broadcast_shape(func, ("xt", "noise"), (xt, noise)))
     return _predict_x0(schedule, xt, t, noise)
 
 
@@ -551,7 +539,7 @@ def q_posterior(schedule: NoiseSchedule, x0: Float[Array, "*batch *event"], xt: 
     schedule = _schedule(func, schedule)
     t = _time(func, t, schedule, lo=1)
     x0, xt = _checks.floating(func, "x0", x0), _checks.floating(func, "xt", xt)
-    _leading(func, t, _data_shape(func, ("x0", "xt"), (x0, xt)))
+    _leading(func, t, _checks.broadcast_shape(func, ("x0", "xt"), (x0, xt)))
     return _q_posterior(schedule, x0, xt, t)
 
 
@@ -600,7 +588,7 @@ def q_posterior_mean_from_noise(schedule: NoiseSchedule, xt: Float[Array, "*batc
     schedule = _schedule(func, schedule)
     t = _time(func, t, schedule, lo=1)
     xt, noise = _checks.floating(func, "xt", xt), _checks.floating(func, "noise", noise)
-    _leading(func, t, _data_shape(func, ("xt", "noise"), (xt, noise)))
+    _leading(func, t, _checks.broadcast_shape(func, ("xt", "noise"), (xt, noise)))
     return _mean_from_noise(schedule, xt, t, noise)
 
 
@@ -688,7 +676,7 @@ def denoising_term(schedule: NoiseSchedule, x0: Float[Array, "*batch *event"], x
     t = _time(func, t, schedule, lo=2)
     x0, xt = _checks.floating(func, "x0", x0), _checks.floating(func, "xt", xt)
     mean, std = _floats(func, ("model_mean", "model_std"), (model_mean, model_std), positive=("model_std",))
-    _leading(func, t, _data_shape(func, ("x0", "xt", "model_mean", "model_std"), (x0, xt, mean, std)))
+    _leading(func, t, _checks.broadcast_shape(func, ("x0", "xt", "model_mean", "model_std"), (x0, xt, mean, std)))
     return _denoising_term(schedule, x0, xt, t, mean, std)
 
 
@@ -722,7 +710,7 @@ def decoder_term(x0: Float[Array, "*shape"], model_mean: Float[Array, "*shape"],
     func = "decoder_term"
     x0 = _checks.floating(func, "x0", x0)
     mean, std = _floats(func, ("model_mean", "model_std"), (model_mean, model_std), positive=("model_std",))
-    _data_shape(func, ("x0", "model_mean", "model_std"), (x0, mean, std))
+    _checks.broadcast_shape(func, ("x0", "model_mean", "model_std"), (x0, mean, std))
     return -gaussian_log_density(x0, mean, std)
 
 
@@ -751,7 +739,7 @@ def noise_weight(schedule: NoiseSchedule, t: Int[Array, "*batch"], model_std) ->
     schedule = _schedule(func, schedule)
     t = _time(func, t, schedule, lo=1)
     (std,) = _floats(func, ("model_std",), (model_std,), positive=("model_std",))
-    _data_shape(func, ("t", "model_std"), (t, std))
+    _checks.broadcast_shape(func, ("t", "model_std"), (t, std))
     return _noise_weight(schedule, t, std)
 
 
@@ -798,7 +786,7 @@ def denoising_term_from_noise(schedule: NoiseSchedule, t: Int[Array, "*batch"], 
     noise = _checks.floating(func, "noise", noise)
     pred = _checks.floating(func, "predicted_noise", predicted_noise)
     (std,) = _floats(func, ("model_std",), (model_std,), positive=("model_std",))
-    _leading(func, t, _data_shape(func, ("noise", "predicted_noise", "model_std"), (noise, pred, std)))
+    _leading(func, t, _checks.broadcast_shape(func, ("noise", "predicted_noise", "model_std"), (noise, pred, std)))
     return _denoising_term_from_noise(schedule, t, noise, pred, std)
 
 
@@ -844,7 +832,7 @@ def tweedie_denoiser(schedule: NoiseSchedule, xt: Float[Array, "*batch *event"],
     schedule = _schedule(func, schedule)
     t = _time(func, t, schedule)
     xt, score = _checks.floating(func, "xt", xt), _checks.floating(func, "score", score)
-    _leading(func, t, _data_shape(func, ("xt", "score"), (xt, score)))
+    _leading(func, t, _checks.broadcast_shape(func, ("xt", "score"), (xt, score)))
     return _tweedie(schedule, xt, t, score)
 
 
@@ -914,7 +902,7 @@ def conditional_score(schedule: NoiseSchedule, x0: Float[Array, "*batch *event"]
     schedule = _schedule(func, schedule)
     t = _time(func, t, schedule, lo=1)
     x0, xt = _checks.floating(func, "x0", x0), _checks.floating(func, "xt", xt)
-    _leading(func, t, _data_shape(func, ("x0", "xt"), (x0, xt)))
+    _leading(func, t, _checks.broadcast_shape(func, ("x0", "xt"), (x0, xt)))
     return _conditional_score(schedule, x0, xt, t)
 
 
@@ -934,7 +922,7 @@ def _gaussian_data_args(func, schedule, xt, t, mean, std):
     t = _time(func, t, schedule)
     xt = _checks.floating(func, "xt", xt)
     mean, std = _floats(func, ("mean", "std"), (mean, std), positive=("std",))
-    _leading(func, t, _data_shape(func, ("xt", "mean", "std"), (xt, mean, std)))
+    _leading(func, t, _checks.broadcast_shape(func, ("xt", "mean", "std"), (xt, mean, std)))
     return schedule, xt, t, mean, std
 
 
