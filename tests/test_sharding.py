@@ -110,6 +110,29 @@ def test_linear_head_on_simulated_devices_equals_the_unsharded_one(p, heads):
     O.assert_close(dw, dw1, O.rtol(np.float64, V) * big, "dW slices, side by side")
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _linear_total_per_device(h, w, y, p, blocks):
+    """``(Σ ℓ, ∂h, ∂W)`` from :func:`SH.shard_linear_total` on ``p`` simulated devices, and those of the
+    materialised logits."""
+    total, dh, dw = _simulate(lambda wl: SH.shard_linear_total(h, wl, y, "vocab", blocks), w, p)
+    whole = jax.value_and_grad(lambda h, w: jnp.sum(ST.cross_entropy_with_integer_labels(h @ w, y)), (0, 1))(h, w)
+    return (total[0], dh[0], jnp.moveaxis(dw, 0, -2).reshape(w.shape)), (whole[0], *whole[1])
+
+
+@pytest.mark.parametrize("p", [2, 4])
+@pytest.mark.parametrize("blocks", [(1, 1), (3, 11)], ids=str)
+@settings(max_examples=S.examples(6))
+@given(heads=_heads())
+def test_summed_linear_loss_with_gradients_from_the_forward_pass_on_simulated_devices(p, blocks, heads):
+    """``reduction="sum"``'s per-device pass: one-token chunks, and (3 · 11 // (V/p)) tokens whose last
+    chunk overlaps the one before; every simulated device holds the same total and ``∂h``."""
+    (total, dh, dw), (total1, dh1, dw1) = _linear_total_per_device(*heads, p, blocks)
+    _close(total, total1, "summed linear loss")
+    big = 1 + max(np.max(np.abs(dh1)), np.max(np.abs(dw1)))
+    O.assert_close(dh, dh1, O.rtol(np.float64, V) * big, "dh")
+    O.assert_close(dw, dw1, O.rtol(np.float64, V) * big, "dW slices, side by side")
+
+
 def test_planted_wrong_combination_is_rejected():
     """Adding the shards' sums taken against their own maxima, without rescaling them to the
     global maximum, is caught by the same comparison."""
@@ -184,6 +207,13 @@ _SCRIPT = textwrap.dedent(r'''
                     lambda z: ST.cross_entropy_with_integer_labels(z, y), (zs,)),
             "linear": (lambda h, w: SH.sharded_linear_cross_entropy(h, w, y, block_tokens=2, block_vocab=3, **kw),
                        lambda h, w: linear_cross_entropy(h, w, y), (h, ws)),
+            # gradients formed in the forward pass, chunks of 1 (6 // 10 or 6 // 20) and 2 tokens
+            "linear mean": (lambda h, w: SH.sharded_linear_cross_entropy(h, w, y, reduction="mean", block_tokens=2,
+                                                                         block_vocab=3, **kw),
+                            lambda h, w: linear_cross_entropy(h, w, y, reduction="mean"), (h, ws)),
+            "linear sum": (lambda h, w: SH.sharded_linear_cross_entropy(h, w, y, reduction="sum", block_tokens=4,
+                                                                        block_vocab=10, **kw),
+                           lambda h, w: linear_cross_entropy(h, w, y, reduction="sum"), (h, ws)),
         }
         for name, (sharded, whole, args) in cases.items():
             what = f"{name} on {label}"
@@ -231,6 +261,9 @@ def test_arguments_are_checked():
         SH.sharded_entropy_from_logits(z, mesh=mesh, vocab_axis="model", implementation="onepass")
     with pytest.raises(ValueError, match="labels"):
         SH.sharded_cross_entropy_with_integer_labels(z, jnp.zeros(3, jnp.int32), mesh=mesh, vocab_axis="model")
+    with pytest.raises(ValueError, match="reduction"):
+        SH.sharded_linear_cross_entropy(z, jnp.zeros((6, 4)), jnp.zeros(2, jnp.int32), mesh=mesh, vocab_axis="model",
+                                        reduction="avg")
 
 
 def test_a_one_device_mesh_computes_the_unsharded_values():
@@ -239,3 +272,11 @@ def test_a_one_device_mesh_computes_the_unsharded_values():
     y = np.array([1, 5], np.int32)
     _close(SH.sharded_cross_entropy_with_integer_labels(z, y, mesh=mesh, vocab_axis="model"),
            ST.cross_entropy_with_integer_labels(z, y), "one device")
+
+
+def test_no_tokens_give_an_empty_linear_loss_and_zero_sum_and_mean():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("model",))
+    h, w, y = jnp.zeros((0, 3)), jnp.ones((3, 6)), jnp.zeros((0,), jnp.int32)
+    assert SH.sharded_linear_cross_entropy(h, w, y, mesh=mesh, vocab_axis="model").shape == (0,)
+    for reduction in ("sum", "mean"):
+        assert float(SH.sharded_linear_cross_entropy(h, w, y, mesh=mesh, vocab_axis="model", reduction=reduction)) == 0

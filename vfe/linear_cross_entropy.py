@@ -291,21 +291,34 @@ def _lce_total_fwd(h, w, y, blocks):
 
 
 def _lce_total_bwd(blocks, res, g):
-    dh, dw = res
-    return (g * dh).astype(dh.dtype), (g * dw).astype(dw.dtype), None
+    return scaled_gradients(res, g) + (None,)
 
 
-def _total_and_gradients(h, w, y, blocks):
+def scaled_gradients(gradients, g):
+    """The stored gradients of a reduced loss times its cotangent ``g``, each in its own dtype."""
+    return tuple((g * x).astype(x.dtype) for x in gradients)
+
+
+def _total_and_gradients(h, w, y, blocks, vocab_axis: str | None = None):
     """``(Σ_n ℓ_n, ∂h, ∂W)`` in one pass over token chunks of whole rows.
 
     A chunk has ``max(1, bt·bv // V)`` tokens (at most ``N``; ``bt``, ``bv`` as the caller gave them, not
     capped to ``N`` and ``V``): its ``[chunk, V]`` logits give the
     losses, ``G = softmax - onehot`` and both gradient contributions before the next chunk.
     ``∂h`` is returned in ``h``'s dtype, ``∂W`` in ``W``'s (accumulated in float32 at least).
+
+    With ``vocab_axis`` (inside :func:`jax.shard_map` or a named :func:`jax.vmap`), ``w`` is this
+    device's slice of the columns and ``y`` the labels less the slice's first column (a label outside
+    ``[0, V)`` matches no local column): each chunk's maximum and sum of exponentials are combined
+    with a ``pmax`` and a ``psum`` (claim S3), the label's logit is ``psum``-ed from the device that
+    holds it, and ``∂h`` (accumulated in float32) is ``psum``-ed once at the end; ``∂W`` is this
+    device's columns. Without it the collectives are the identity.
     """
     (bt, bv), (n, d), v = blocks, h.shape, w.shape[1]
     rows = min(n, max(1, (bt * bv) // v))
     dtype = compute_dtype(jnp.result_type(h, w))
+    pmax, psum = ((lambda x: x), (lambda x: x)) if vocab_axis is None else (
+        functools.partial(lax.pmax, axis_name=vocab_axis), functools.partial(lax.psum, axis_name=vocab_axis))
 
     def chunk(t, carry):
         total, dh, dw = carry
@@ -313,25 +326,33 @@ def _total_and_gradients(h, w, y, blocks):
         new = (r0 + lax.iota(jnp.int32, rows)) >= r_first  # rows no earlier chunk covered
         h_t = lax.dynamic_slice(h, (r0, _ZERO), (rows, d))
         y_t = lax.dynamic_slice(y, (r0,), (rows,))
+        held = (y_t >= 0) & (y_t < v)
         z = jnp.matmul(h_t, w, preferred_element_type=dtype)
-        m = jnp.max(z, axis=-1, keepdims=True)
-        lse = m + jnp.log(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True))
+        m = pmax(jnp.max(z, axis=-1, keepdims=True))
+        lse = m + jnp.log(psum(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)))
         # softmax as e^{z - lse}, exp computed again behind a barrier: sharing e^{z - m} between the
         # sum and the gradient made XLA:CPU's jax.grad program 1.5x slower (see LLM_RESULTS.md).
         # No [chunk, V] compares or selects (slow in XLA:CPU's fused loops): the label's logit is
-        # gathered, its -1 scattered, and the covered rows zeroed by a product.
-        z, lse = lax.optimization_barrier((z, lse))
-        loss = lse[:, 0] - jnp.take_along_axis(z, y_t[:, None], axis=-1)[:, 0]
+        # gathered, its -1 scattered (dropped where another device holds the label), and the covered
+        # rows zeroed by a product.
+        picked = jnp.take_along_axis(z, jnp.where(held, y_t, 0)[:, None], axis=-1)[:, 0]
+        loss = lse[:, 0] - psum(jnp.where(held, picked, 0.0))
+        z, lse = lax.optimization_barrier((z, lse))  # (its results vary over vocab_axis: not for the loss)
         keep = new.astype(dtype)[:, None]
-        grad = (jnp.exp(z - lse) * keep).at[lax.iota(jnp.int32, rows), y_t].add(-keep[:, 0])
+        grad = (jnp.exp(z - lse) * keep).at[lax.iota(jnp.int32, rows), jnp.where(held, y_t, v)].add(
+            -keep[:, 0], mode="drop")
         dh_t = jnp.matmul(grad.astype(w.dtype), w.T, preferred_element_type=dtype)
         dh_t = jnp.where(new[:, None], dh_t.astype(dh.dtype), lax.dynamic_slice(dh, (r0, _ZERO), (rows, d)))
         dw = dw + jnp.matmul(h_t.T, grad.astype(h.dtype), preferred_element_type=dtype)
         return total + jnp.sum(jnp.where(new, loss, 0.0)), lax.dynamic_update_slice(dh, dh_t, (r0, _ZERO)), dw
 
-    init = (jnp.zeros((), dtype), jnp.zeros_like(h), jnp.zeros(w.shape, dtype))
+    # a device's partial ∂h is summed over the vocabulary shards: keep it in float32 until then
+    dh_dtype = h.dtype if vocab_axis is None else dtype
+    # (the total from h alone: under shard_map it is the same on every vocabulary shard)
+    init = (_zeros_like_inputs(h[0, 0], h[0, 0], dtype), _zeros_like_inputs(h, w[0, 0], dh_dtype),
+            _zeros_like_inputs(w, h[0, 0], dtype))
     total, dh, dw = lax.fori_loop(0, _count(rows, n), chunk, init)
-    return total, dh, dw.astype(w.dtype)
+    return total, psum(dh).astype(h.dtype), dw.astype(w.dtype)
 
 
 _lce_total.defvjp(_lce_total_fwd, _lce_total_bwd)

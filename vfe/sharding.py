@@ -49,6 +49,7 @@ from jaxtyping import Array, Float, Int
 from vfe import _checks
 from vfe import linear_cross_entropy as _lce
 from vfe import streaming as _st
+from vfe._numerics import compute_dtype
 
 __all__ = [
     "shard_cross_entropy_with_integer_labels",
@@ -56,6 +57,7 @@ __all__ = [
     "shard_label_logit",
     "shard_linear_backward",
     "shard_linear_cross_entropy",
+    "shard_linear_total",
     "shard_log_normaliser",
     "shard_softmax_grad",
     "sharded_cross_entropy_with_integer_labels",
@@ -210,6 +212,14 @@ def shard_linear_backward(h, w, labels, m, log_s, g, vocab_axis: str, blocks: tu
     local = labels - offset(vocab_axis, w.shape[1]).astype(labels.dtype)  # no local column if not held
     dh, dw = _lce._backward(h, w, local, m, log_s, g, blocks)
     return lax.psum(dh, vocab_axis).astype(h.dtype), dw
+
+
+def shard_linear_total(h, w, labels, vocab_axis: str, blocks: tuple[int, int]):
+    """``(Σ_n ℓ_n, ∂h, ∂W_k)`` of the summed loss on this device, the gradients formed in the same pass
+    over chunks of whole (local) rows: each chunk's ``(m, s)`` and label logit combined with a ``pmax``
+    and two ``psum``, ``∂h = psum_k G_k W_kᵀ`` once at the end, ``∂W_k`` local."""
+    local = labels - offset(vocab_axis, w.shape[1]).astype(labels.dtype)  # no local column if not held
+    return _lce._total_and_gradients(h, w, local, blocks, vocab_axis)
 
 
 # ----------------------------------------------------------------------------- log-sum-exp
@@ -383,8 +393,9 @@ _nll_vjp.defvjp(_nll_fwd, _nll_bwd)
 def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Array, "d V"],
                                  labels: Int[Array, "N"],  # noqa: F821, UP037 (a jaxtyping dimension, not a name)
                                  *, mesh: Mesh, vocab_axis: str, batch_axis: str | None = None,
-                                 block_tokens: int | None = None, block_vocab: int | None = None
-                                 ) -> Float[Array, "N"]:  # noqa: F821, UP037
+                                 reduction: str = "none", block_tokens: int | None = None,
+                                 block_vocab: int | None = None
+                                 ) -> Float[Array, "N"] | Float[Array, ""]:  # noqa: F821, UP037
     r""":func:`vfe.linear_cross_entropy.linear_cross_entropy` with the weights' columns sharded over ``vocab_axis``.
 
     Each device streams its ``V / P`` columns tile by tile (memory one tile), the per-token
@@ -393,6 +404,12 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
     ``psum`` over ``vocab_axis`` of the per-slice ``G_k W_kᵀ`` (and ``∂W`` is summed over
     ``batch_axis`` when the tokens are sharded).
 
+    With ``reduction="sum"`` or ``"mean"`` the gradients are formed in the forward pass, as in the
+    unsharded function: each device takes its tokens in chunks of ``block_tokens · block_vocab / (V/P)``
+    whole local rows, and every chunk's statistics are combined across ``vocab_axis`` before its
+    gradients (a ``pmax`` and two ``psum`` of per-token vectors per chunk, one ``psum`` of ``∂h`` at
+    the end; never the logits).
+
     Args:
       hidden: ``h``, shape ``(N, d)`` (tokens sharded over ``batch_axis`` if given).
       weight: ``W``, shape ``(d, V)``, columns sharded over ``vocab_axis``.
@@ -400,11 +417,12 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
       mesh: the device mesh.
       vocab_axis: mesh axis sharding the classes.
       batch_axis: optional mesh axis sharding the tokens.
+      reduction: ``"none"`` (per-token losses), ``"sum"`` or ``"mean"`` over all ``N`` tokens.
       block_tokens: rows per tile (default as the unsharded function).
       block_vocab: columns per tile (default as the unsharded function, at most ``V / P``).
 
     Returns:
-      the loss per token, shape ``(N,)``.
+      the loss per token, shape ``(N,)``, or its sum or mean (shape ``()``, replicated).
     """
     func = "sharded_linear_cross_entropy"
     h = _checks.floating(func, "hidden", hidden)
@@ -413,12 +431,23 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
     if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[0] or y.shape != h.shape[:1]:
         raise ValueError(f"{func}: expected hidden (N, d), weight (d, V), labels (N,), got {h.shape}, {w.shape}, "
                          f"{y.shape}")
+    if reduction not in _lce.REDUCTIONS:
+        raise ValueError(f"{func}: argument `reduction` must be one of {_lce.REDUCTIONS}, got {reduction!r}")
     _check_mesh(func, mesh, vocab_axis, batch_axis, w.shape[1], h.shape[0])
     local_tokens = h.shape[0] // (mesh.shape[batch_axis] if batch_axis else 1)
     local_vocab = w.shape[1] // mesh.shape[vocab_axis]
     blocks = (_lce._block(func, "block_tokens", block_tokens, _lce.BLOCK_TOKENS, max(local_tokens, 1)),
               _lce._block(func, "block_vocab", block_vocab, _lce.BLOCK_VOCAB, local_vocab))
-    return _linear_vjp(h, w, y, _Layout(mesh, vocab_axis, batch_axis, 2), blocks)
+    if h.shape[0] == 0:  # no token: no loss (and a sum or mean of none is 0)
+        return jnp.zeros(y.shape if reduction == "none" else (), compute_dtype(jnp.result_type(h, w)))
+    layout = _Layout(mesh, vocab_axis, batch_axis, 2)
+    if reduction == "none":
+        return _linear_vjp(h, w, y, layout, blocks)
+    # chunks of whole rows: the tile budget as given (as in the unsharded function)
+    budget = (_lce._block(func, "block_tokens", block_tokens, _lce.BLOCK_TOKENS, _lce._UNCAPPED),
+              _lce._block(func, "block_vocab", block_vocab, _lce.BLOCK_VOCAB, _lce._UNCAPPED))
+    total = _linear_total_vjp(h, w, y, layout, (blocks, budget))
+    return total / h.shape[0] if reduction == "mean" else total
 
 
 def _linear_specs(layout):
@@ -458,3 +487,29 @@ def _linear_bwd(layout, blocks, res, g):
 
 
 _linear_vjp.defvjp(_linear_fwd, _linear_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _linear_total_vjp(h, w, y, layout, blocks):
+    """``Σ_n ℓ_n``; ``blocks = (tiles, budget)``: the tiles of the per-token forward pass (no
+    gradient wanted) and the chunk budget of the pass that forms the gradients."""
+    return jnp.sum(_linear_stats(h, w, y, layout, blocks[0])[0])
+
+
+def _linear_total_fwd(h, w, y, layout, blocks):
+    def body(hl, wl, yl):
+        total, dh, dw = shard_linear_total(hl, wl, yl, layout.vocab_axis, blocks[1])
+        if layout.batch_axis is not None:
+            total, dw = lax.psum(total, layout.batch_axis), lax.psum(dw, layout.batch_axis)
+        return total, dh, dw
+
+    spec_h, spec_w, spec_t = _linear_specs(layout)
+    total, dh, dw = layout.map(body, (spec_h, spec_w, spec_t), (P(), spec_h, spec_w))(h, w, y)
+    return total, (dh, dw)
+
+
+def _linear_total_bwd(layout, blocks, res, g):
+    return _lce.scaled_gradients(res, g) + (None,)
+
+
+_linear_total_vjp.defvjp(_linear_total_fwd, _linear_total_bwd)
