@@ -113,6 +113,42 @@ def test_reduced_loss_and_its_gradients_from_the_forward_pass_equal_the_material
         O.assert_close(g, e, O.rtol(dtype, V + D) * big * _scale(h, w, 0).max(), f"{reduction} {name} {tiling}")
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("tiling", [(1, 1), (3, 11), (2, 3)], ids=str)
+@settings(max_examples=S.examples(8))
+@given(data=st.data())
+def test_uncounted_tokens_add_nothing_whatever_their_labels(tiling, reduction, data):
+    """``where``: the loss and gradients equal those of the materialised logits over the counted
+    tokens only (mean: divided by their number; none counted: 0), with the uncounted tokens' labels
+    made invalid (-100, V, V + 7)."""
+    h, w, y = data.draw(heads(np.float64))
+    counted = data.draw(hnp.arrays(np.bool_, (T,)))
+    junk = np.where(counted, y, data.draw(hnp.arrays(np.int32, (T,), elements=st.sampled_from((-100, V, V + 7)))))
+    bt, bv = tiling
+    k = 1.0 / max(counted.sum(), 1) if reduction == "mean" else 1.0
+    weights = WEIGHTS if reduction == "none" else 1.0
+
+    def ours(h, w):
+        loss = linear_cross_entropy(h, w, junk, where=counted, reduction=reduction, block_tokens=bt, block_vocab=bv)
+        return jnp.sum(weights * loss), loss
+
+    def exact(h, w):
+        loss = jnp.where(counted, vfe.cross_entropy_with_integer_labels(h @ w, y), 0.0)
+        return jnp.sum(weights * loss), loss if reduction == "none" else k * jnp.sum(loss)
+
+    (_, got), grads = jax.value_and_grad(ours, (0, 1), has_aux=True)(h, w)
+    (_, want), exact_grads = jax.value_and_grad(exact, (0, 1), has_aux=True)(h, w)
+    scale = _scale(h, w, np.asarray(_reference(h, w, y)))
+    tol = O.rtol(np.float64, V + D) * (scale if reduction == "none" else k * np.sum(scale))
+    O.assert_close(got, want, tol, f"{reduction} loss {tiling}")
+    big = 1 + max(np.max(np.abs(np.asarray(e))) for e in exact_grads)
+    for g, e, name in zip(grads, exact_grads, ("dh", "dW")):
+        O.assert_close(g, k * e if reduction != "none" else e, O.rtol(np.float64, V + D) * big * scale.max(),
+                       f"{reduction} {name} {tiling}")
+    if reduction == "none":
+        assert not np.any(np.asarray(got)[~counted])
+
+
 def test_no_tokens_give_an_empty_loss_and_zero_sum_and_mean():
     h, w, y = jnp.zeros((0, D)), jnp.ones((D, V)), jnp.zeros((0,), jnp.int32)
     assert linear_cross_entropy(h, w, y).shape == (0,)
@@ -199,6 +235,10 @@ def test_arguments_are_checked():
         linear_cross_entropy(h, w, y, block_vocab=0)
     with pytest.raises(ValueError, match="reduction.*'max'"):
         linear_cross_entropy(h, w, y, reduction="max")
+    with pytest.raises(TypeError, match="where"):
+        linear_cross_entropy(h, w, y, where=jnp.ones(4))
+    with pytest.raises(ValueError, match="where"):
+        linear_cross_entropy(h, w, y, where=jnp.ones(3, bool))
 
 
 # --- the check can fail ----------------------------------------------------------------------

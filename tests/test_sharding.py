@@ -110,23 +110,25 @@ def test_linear_head_on_simulated_devices_equals_the_unsharded_one(p, heads):
     O.assert_close(dw, dw1, O.rtol(np.float64, V) * big, "dW slices, side by side")
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _linear_total_per_device(h, w, y, p, blocks):
-    """``(Σ ℓ, ∂h, ∂W)`` from :func:`SH.shard_linear_total` on ``p`` simulated devices, and those of the
-    materialised logits."""
-    total, dh, dw = _simulate(lambda wl: SH.shard_linear_total(h, wl, y, "vocab", blocks), w, p)
-    whole = jax.value_and_grad(lambda h, w: jnp.sum(ST.cross_entropy_with_integer_labels(h @ w, y)), (0, 1))(h, w)
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _linear_total_per_device(h, w, y, counted, p, blocks):
+    """``(Σ ℓ, ∂h, ∂W)`` over the counted tokens from :func:`SH.shard_linear_total` on ``p`` simulated
+    devices, and those of the materialised logits."""
+    total, dh, dw = _simulate(lambda wl: SH.shard_linear_total(h, wl, y, counted, "vocab", blocks), w, p)
+    exact = lambda h, w: jnp.sum(jnp.where(counted, ST.cross_entropy_with_integer_labels(h @ w, y), 0.0))
+    whole = jax.value_and_grad(exact, (0, 1))(h, w)
     return (total[0], dh[0], jnp.moveaxis(dw, 0, -2).reshape(w.shape)), (whole[0], *whole[1])
 
 
 @pytest.mark.parametrize("p", [2, 4])
 @pytest.mark.parametrize("blocks", [(1, 1), (3, 11)], ids=str)
 @settings(max_examples=S.examples(6))
-@given(heads=_heads())
-def test_summed_linear_loss_with_gradients_from_the_forward_pass_on_simulated_devices(p, blocks, heads):
+@given(heads=_heads(), counted=hnp.arrays(np.bool_, (5,)))
+def test_summed_linear_loss_with_gradients_from_the_forward_pass_on_simulated_devices(p, blocks, heads, counted):
     """``reduction="sum"``'s per-device pass: one-token chunks, and (3 · 11 // (V/p)) tokens whose last
-    chunk overlaps the one before; every simulated device holds the same total and ``∂h``."""
-    (total, dh, dw), (total1, dh1, dw1) = _linear_total_per_device(*heads, p, blocks)
+    chunk overlaps the one before, some tokens not counted; every simulated device holds the same
+    total and ``∂h``."""
+    (total, dh, dw), (total1, dh1, dw1) = _linear_total_per_device(*heads, counted, p, blocks)
     _close(total, total1, "summed linear loss")
     big = 1 + max(np.max(np.abs(dh1)), np.max(np.abs(dw1)))
     O.assert_close(dh, dh1, O.rtol(np.float64, V) * big, "dh")
@@ -193,6 +195,8 @@ _SCRIPT = textwrap.dedent(r'''
     y = np.array([3, 30, 17, 39], np.int32)
     g = np.cos(np.arange(N))
     h, w = rng.standard_normal((N, D)), rng.standard_normal((D, V))
+    counted = np.array([True, False, False, True])
+    junk = np.where(counted, y, np.array([0, -100, V, 0], np.int32))
     meshes = {"model=4": (Mesh(np.array(jax.devices()), ("model",)), None),
               "data=2,model=2": (Mesh(np.array(jax.devices()).reshape(2, 2), ("data", "model")), "data")}
     reduces = 0
@@ -214,6 +218,13 @@ _SCRIPT = textwrap.dedent(r'''
             "linear sum": (lambda h, w: SH.sharded_linear_cross_entropy(h, w, y, reduction="sum", block_tokens=4,
                                                                         block_vocab=10, **kw),
                            lambda h, w: linear_cross_entropy(h, w, y, reduction="sum"), (h, ws)),
+            # tokens 1 and 2 not counted, their labels invalid
+            "linear masked mean": (lambda h, w: SH.sharded_linear_cross_entropy(h, w, junk, where=counted,
+                                                                                reduction="mean", **kw),
+                                   lambda h, w: linear_cross_entropy(h[counted], w, y[counted], reduction="mean"),
+                                   (h, ws)),
+            "linear masked": (lambda h, w: SH.sharded_linear_cross_entropy(h, w, junk, where=counted, **kw),
+                              lambda h, w: jnp.where(counted, linear_cross_entropy(h, w, y), 0.0), (h, ws)),
         }
         for name, (sharded, whole, args) in cases.items():
             what = f"{name} on {label}"
@@ -264,6 +275,9 @@ def test_arguments_are_checked():
     with pytest.raises(ValueError, match="reduction"):
         SH.sharded_linear_cross_entropy(z, jnp.zeros((6, 4)), jnp.zeros(2, jnp.int32), mesh=mesh, vocab_axis="model",
                                         reduction="avg")
+    with pytest.raises(ValueError, match="where"):
+        SH.sharded_linear_cross_entropy(z, jnp.zeros((6, 4)), jnp.zeros(2, jnp.int32), mesh=mesh, vocab_axis="model",
+                                        where=jnp.ones(3, bool))
 
 
 def test_a_one_device_mesh_computes_the_unsharded_values():

@@ -43,6 +43,26 @@ def integer(func: str, name: str, x) -> jax.Array:
     return jnp.asarray(x)
 
 
+def mask(func: str, where, shape: tuple[int, ...], of: str) -> jax.Array | None:
+    """``where`` (None, or a boolean mask) broadcast to ``shape``, the shape of argument ``of``.
+
+    ``TypeError`` naming ``where`` for a non-boolean dtype; ``ValueError`` when it does not broadcast.
+    """
+    if where is None:
+        return None
+    dtype = where.dtype if hasattr(where, "dtype") else np.asarray(where).dtype
+    if dtype != np.bool_:
+        raise TypeError(f"{func}: argument `where` must be a boolean mask, got dtype {dtype}")
+    try:
+        fits = np.broadcast_shapes(np.shape(where), shape) == tuple(shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{func}: argument `where` of shape {np.shape(where)} does not broadcast to "
+                         f"{of}'s shape {tuple(shape)}")
+    return jnp.broadcast_to(jnp.asarray(where), shape)
+
+
 def axis(func: str, value, ndim: int) -> int:
     """A normalised (non-negative) axis; ``ValueError``/``TypeError`` for a bad one."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):

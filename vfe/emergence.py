@@ -40,7 +40,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from vfe import _checks
@@ -62,22 +61,6 @@ def _arg(func: str, name: str, value, *, non_negative: bool = False, positive: b
 
 
 _broadcast = _checks.broadcast_shape
-
-
-def _mask(func: str, where, shape) -> None:
-    """Checks ``where``: None, or a boolean mask that broadcasts to ``shape`` (``probs``' shape)."""
-    if where is None:
-        return
-    dtype = where.dtype if hasattr(where, "dtype") else np.asarray(where).dtype
-    if dtype != np.bool_:
-        raise TypeError(f"{func}: argument `where` must be a boolean mask, got dtype {dtype}")
-    try:
-        fits = np.broadcast_shapes(np.shape(where), shape) == shape
-    except ValueError:
-        fits = False
-    if not fits:
-        raise ValueError(f"{func}: argument `where` of shape {np.shape(where)} does not broadcast to "
-                         f"`probs`' shape {shape}")
 
 
 def _masked_last(p, where, axis):
@@ -138,7 +121,7 @@ def exact_match_from_token_probs(probs: Float[Array, "*batch L"], *, axis: int =
     func = "exact_match_from_token_probs"
     p = _checks.floating(func, "probs", probs)
     ax = _checks.axis(func, axis, p.ndim)
-    _mask(func, where, p.shape)
+    where = _checks.mask(func, where, p.shape, "`probs`")
     return _product(p, where, axis=ax)
 
 
@@ -167,7 +150,7 @@ def expected_token_errors(probs: Float[Array, "*batch L"], *, axis: int = -1, wh
     func = "expected_token_errors"
     p = _checks.floating(func, "probs", probs)
     ax = _checks.axis(func, axis, p.ndim)
-    _mask(func, where, p.shape)
+    where = _checks.mask(func, where, p.shape, "`probs`")
     return _errors(p, where, axis=ax)
 
 

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from vfe import _checks
 from vfe._numerics import compute_dtype
@@ -65,8 +65,9 @@ REDUCTIONS = ("none", "sum", "mean")
 
 
 def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, "d V"],
-                         labels: Int[Array, "*batch"], *, reduction: str = "none", block_tokens: int | None = None,
-                         block_vocab: int | None = None) -> Float[Array, "*batch"] | Float[Array, ""]:
+                         labels: Int[Array, "*batch"], *, where: Bool[Array, "*batch"] | None = None,
+                         reduction: str = "none", block_tokens: int | None = None, block_vocab: int | None = None
+                         ) -> Float[Array, "*batch"] | Float[Array, ""]:
     r"""Per-token cross-entropy of ``softmax(hidden @ weight)`` against ``labels``, logits never stored.
 
     .. math:: \ell_n = \log\sum_v e^{(hW)_{nv}} - (hW)_{n y_n}
@@ -79,8 +80,11 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
       hidden: hidden states ``h``, shape ``(*batch, d)``.
       weight: classifier weights ``W``, shape ``(d, V)``.
       labels: integer targets in ``[0, V)``, shape ``(*batch,)`` (not range-checked under ``jit``).
-      reduction: ``"none"`` (per-token losses), ``"sum"`` or ``"mean"`` over all tokens (one
-        number; its gradient is computed in the forward pass, see the module docstring).
+      where: optional boolean mask broadcasting to ``labels``' shape, the tokens that count: a token
+        where it is ``False`` (padding) has loss 0 and adds nothing to the gradients, whatever its
+        label (``-100``, out of range); ``"mean"`` divides by the number of counted tokens.
+      reduction: ``"none"`` (per-token losses), ``"sum"`` or ``"mean"`` over the (counted) tokens
+        (one number; its gradient is computed in the forward pass, see the module docstring).
       block_tokens: rows per tile (default :data:`BLOCK_TOKENS`, at most the number of tokens).
       block_vocab: columns per tile (default :data:`BLOCK_VOCAB`, at most ``V``).
 
@@ -88,8 +92,8 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
       the loss per token in nats, shape ``(*batch,)``, or its sum or mean (shape ``()``); dtype
       ``promote_types(dtype, float32)``.
 
-    Differentiable in ``hidden`` and ``weight`` (reverse mode). No tokens: an empty loss (sum and
-    mean 0).
+    Differentiable in ``hidden`` and ``weight`` (reverse mode). No tokens, or none counted: an
+    empty (zero) loss, sum and mean 0.
     """
     func = "linear_cross_entropy"
     h = _checks.floating(func, "hidden", hidden)
@@ -106,18 +110,19 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
                          f"its last axis), got {y.shape}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"{func}: argument `reduction` must be one of {REDUCTIONS}, got {reduction!r}")
+    counted = _checks.mask(func, where, y.shape, "`labels`")
     tokens = int(jnp.size(y))
     if tokens == 0:  # no token: no loss (and a sum or mean of none is 0)
         return jnp.zeros(y.shape if reduction == "none" else (), compute_dtype(jnp.result_type(h, w)))
     bt = _block(func, "block_tokens", block_tokens, BLOCK_TOKENS, tokens)
     bv = _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, w.shape[1])
     if reduction == "none":
-        return _linear_ce(h, w, y, block_tokens=bt, block_vocab=bv)
+        return _linear_ce(h, w, y, counted, block_tokens=bt, block_vocab=bv)
     # chunks of whole rows: the tile budget as given, not shrunk by a short batch or vocabulary
     budget = (_block(func, "block_tokens", block_tokens, BLOCK_TOKENS, _UNCAPPED),
               _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, _UNCAPPED))
-    total = _linear_ce_total(h, w, y, block_tokens=budget[0], block_vocab=budget[1])
-    return total / tokens if reduction == "mean" else total
+    return _linear_ce_total(h, w, y, counted, block_tokens=budget[0], block_vocab=budget[1],
+                            mean=reduction == "mean")
 
 
 _UNCAPPED = 2**62
@@ -131,17 +136,25 @@ def _block(func: str, name: str, value, default: int, size: int) -> int:
     return min(value, size)
 
 
+def counted_labels(y, counted):
+    """The labels with those of uncounted tokens replaced by 0 (any label is then a valid index)."""
+    return y if counted is None else jnp.where(counted, y, 0)
+
+
 @functools.partial(jax.jit, static_argnames=("block_tokens", "block_vocab"))
-def _linear_ce(h, w, y, block_tokens, block_vocab):
+def _linear_ce(h, w, y, counted, block_tokens, block_vocab):
     batch = y.shape
-    h2, y2 = h.reshape(-1, h.shape[-1]), y.reshape(-1)
-    return _lce(h2, w, y2, (block_tokens, block_vocab)).reshape(batch)
+    h2, y2 = h.reshape(-1, h.shape[-1]), counted_labels(y, counted).reshape(-1)
+    loss = _lce(h2, w, y2, (block_tokens, block_vocab)).reshape(batch)
+    return loss if counted is None else jnp.where(counted, loss, 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("block_tokens", "block_vocab"))
-def _linear_ce_total(h, w, y, block_tokens, block_vocab):
-    h2, y2 = h.reshape(-1, h.shape[-1]), y.reshape(-1)
-    return _lce_total(h2, w, y2, (block_tokens, block_vocab))
+@functools.partial(jax.jit, static_argnames=("block_tokens", "block_vocab", "mean"))
+def _linear_ce_total(h, w, y, counted, block_tokens, block_vocab, mean):
+    counted = jnp.ones(y.shape, bool) if counted is None else counted
+    h2, y2 = h.reshape(-1, h.shape[-1]), counted_labels(y, counted).reshape(-1)
+    total = _lce_total(h2, w, y2, counted.reshape(-1), (block_tokens, block_vocab))
+    return total / jnp.maximum(jnp.sum(counted), 1) if mean else total
 
 
 # ----------------------------------------------------------------------------- tiles
@@ -279,19 +292,20 @@ _lce.defvjp(_lce_fwd, _lce_bwd)
 # ----------------------------------------------------------------------------- reduced loss
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _lce_total(h, w, y, blocks):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _lce_total(h, w, y, counted, blocks):
+    """``Σ_n [counted_n] ℓ_n`` (labels already valid indices)."""
     tiles = (min(blocks[0], h.shape[0]), min(blocks[1], w.shape[1]))  # the budget, as tiles of the inputs
-    return jnp.sum(_lce_fwd(h, w, y, tiles)[0])
+    return jnp.sum(jnp.where(counted, _lce_fwd(h, w, y, tiles)[0], 0.0))
 
 
-def _lce_total_fwd(h, w, y, blocks):
-    total, dh, dw = _total_and_gradients(h, w, y, blocks)
+def _lce_total_fwd(h, w, y, counted, blocks):
+    total, dh, dw = _total_and_gradients(h, w, y, counted, blocks)
     return total, (dh, dw)
 
 
 def _lce_total_bwd(blocks, res, g):
-    return scaled_gradients(res, g) + (None,)
+    return scaled_gradients(res, g) + (None, None)
 
 
 def scaled_gradients(gradients, g):
@@ -299,8 +313,8 @@ def scaled_gradients(gradients, g):
     return tuple((g * x).astype(x.dtype) for x in gradients)
 
 
-def _total_and_gradients(h, w, y, blocks, vocab_axis: str | None = None):
-    """``(Σ_n ℓ_n, ∂h, ∂W)`` in one pass over token chunks of whole rows.
+def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None):
+    """``(Σ_n [counted_n] ℓ_n, ∂h, ∂W)`` in one pass over token chunks of whole rows.
 
     A chunk has ``max(1, bt·bv // V)`` tokens (at most ``N``; ``bt``, ``bv`` as the caller gave them, not
     capped to ``N`` and ``V``): its ``[chunk, V]`` logits give the
@@ -323,7 +337,8 @@ def _total_and_gradients(h, w, y, blocks, vocab_axis: str | None = None):
     def chunk(t, carry):
         total, dh, dw = carry
         r0, r_first = _starts(t, rows, n)
-        new = (r0 + lax.iota(jnp.int32, rows)) >= r_first  # rows no earlier chunk covered
+        # the counted tokens that no earlier chunk covered
+        new = ((r0 + lax.iota(jnp.int32, rows)) >= r_first) & lax.dynamic_slice(counted, (r0,), (rows,))
         h_t = lax.dynamic_slice(h, (r0, _ZERO), (rows, d))
         y_t = lax.dynamic_slice(y, (r0,), (rows,))
         held = (y_t >= 0) & (y_t < v)
@@ -333,8 +348,8 @@ def _total_and_gradients(h, w, y, blocks, vocab_axis: str | None = None):
         # softmax as e^{z - lse}, exp computed again behind a barrier: sharing e^{z - m} between the
         # sum and the gradient made XLA:CPU's jax.grad program 1.5x slower (see LLM_RESULTS.md).
         # No [chunk, V] compares or selects (slow in XLA:CPU's fused loops): the label's logit is
-        # gathered, its -1 scattered (dropped where another device holds the label), and the covered
-        # rows zeroed by a product.
+        # gathered, its -1 scattered (dropped where another device holds the label), and the other
+        # rows (covered before, or not counted) zeroed by a product.
         picked = jnp.take_along_axis(z, jnp.where(held, y_t, 0)[:, None], axis=-1)[:, 0]
         loss = lse[:, 0] - psum(jnp.where(held, picked, 0.0))
         z, lse = lax.optimization_barrier((z, lse))  # (its results vary over vocab_axis: not for the loss)

@@ -47,7 +47,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from vfe import _checks
@@ -324,17 +323,7 @@ def fit_power_law(x: Float[Array, "*batch n"], loss: Float[Array, "*batch n"], *
     loss = _checks.floating(func, "loss", loss)
     _checks.same_shape(func, ("x", "loss"), x, loss)
     ax = _checks.axis(func, axis, x.ndim)
-    if where is not None:
-        dtype = where.dtype if hasattr(where, "dtype") else np.asarray(where).dtype
-        if dtype != np.bool_:
-            raise TypeError(f"{func}: argument `where` must be a boolean mask, got dtype {dtype}")
-        try:
-            fits = np.broadcast_shapes(np.shape(where), x.shape) == x.shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(f"{func}: argument `where` of shape {np.shape(where)} does not broadcast to "
-                             f"`x`'s shape {x.shape}")
+    where = _checks.mask(func, where, x.shape, "`x`")
     return _fit(x, loss, where, axis=ax)
 
 

@@ -86,13 +86,6 @@ StepFn = Callable[[Any, Array], tuple[Any, Array]]
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _boolean(func: str, name: str, x) -> jax.Array:
-    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
-    if dtype != np.bool_:
-        raise TypeError(f"{func}: argument `{name}` must be a boolean mask, got dtype {dtype}")
-    return jnp.asarray(x)
-
-
 def _integer(func: str, name: str, x) -> jax.Array:
     if not hasattr(x, "dtype"):
         try:
@@ -115,16 +108,7 @@ def _sequence_args(func: str, logits, tokens, where):
     if tokens.shape != logits.shape[:-1]:
         raise ValueError(f"{func}: argument `tokens` must have shape {logits.shape[:-1]} (logits' shape "
                          f"without the vocabulary axis), got {tokens.shape}")
-    if where is not None:
-        where = _boolean(func, "where", where)
-        try:
-            shape = np.broadcast_shapes(where.shape, tokens.shape)
-        except ValueError:
-            shape = None
-        if shape != tokens.shape:
-            raise ValueError(f"{func}: argument `where` of shape {where.shape} does not broadcast to the "
-                             f"tokens' shape {tokens.shape}")
-        where = jnp.broadcast_to(where, tokens.shape)
+    where = _checks.mask(func, where, tokens.shape, "the tokens")
     return logits, tokens, where
 
 

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from vfe import _checks
 from vfe import linear_cross_entropy as _lce
@@ -214,12 +214,13 @@ def shard_linear_backward(h, w, labels, m, log_s, g, vocab_axis: str, blocks: tu
     return lax.psum(dh, vocab_axis).astype(h.dtype), dw
 
 
-def shard_linear_total(h, w, labels, vocab_axis: str, blocks: tuple[int, int]):
-    """``(Σ_n ℓ_n, ∂h, ∂W_k)`` of the summed loss on this device, the gradients formed in the same pass
-    over chunks of whole (local) rows: each chunk's ``(m, s)`` and label logit combined with a ``pmax``
-    and two ``psum``, ``∂h = psum_k G_k W_kᵀ`` once at the end, ``∂W_k`` local."""
+def shard_linear_total(h, w, labels, counted, vocab_axis: str, blocks: tuple[int, int]):
+    """``(Σ_n [counted_n] ℓ_n, ∂h, ∂W_k)`` of the summed loss on this device (``counted``: a boolean
+    per token), the gradients formed in the same pass over chunks of whole (local) rows: each chunk's
+    ``(m, s)`` and label logit combined with a ``pmax`` and two ``psum``, ``∂h = psum_k G_k W_kᵀ``
+    once at the end, ``∂W_k`` local."""
     local = labels - offset(vocab_axis, w.shape[1]).astype(labels.dtype)  # no local column if not held
-    return _lce._total_and_gradients(h, w, local, blocks, vocab_axis)
+    return _lce._total_and_gradients(h, w, local, counted, blocks, vocab_axis)
 
 
 # ----------------------------------------------------------------------------- log-sum-exp
@@ -393,6 +394,7 @@ _nll_vjp.defvjp(_nll_fwd, _nll_bwd)
 def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Array, "d V"],
                                  labels: Int[Array, "N"],  # noqa: F821, UP037 (a jaxtyping dimension, not a name)
                                  *, mesh: Mesh, vocab_axis: str, batch_axis: str | None = None,
+                                 where: Bool[Array, "N"] | None = None,  # noqa: F821
                                  reduction: str = "none", block_tokens: int | None = None,
                                  block_vocab: int | None = None
                                  ) -> Float[Array, "N"] | Float[Array, ""]:  # noqa: F821, UP037
@@ -417,7 +419,9 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
       mesh: the device mesh.
       vocab_axis: mesh axis sharding the classes.
       batch_axis: optional mesh axis sharding the tokens.
-      reduction: ``"none"`` (per-token losses), ``"sum"`` or ``"mean"`` over all ``N`` tokens.
+      where: optional boolean mask of the tokens that count, shape ``(N,)`` (as in the unsharded
+        function: an uncounted token has loss 0 and no gradient, whatever its label).
+      reduction: ``"none"`` (per-token losses), ``"sum"`` or ``"mean"`` over the (counted) tokens.
       block_tokens: rows per tile (default as the unsharded function).
       block_vocab: columns per tile (default as the unsharded function, at most ``V / P``).
 
@@ -433,6 +437,7 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
                          f"{y.shape}")
     if reduction not in _lce.REDUCTIONS:
         raise ValueError(f"{func}: argument `reduction` must be one of {_lce.REDUCTIONS}, got {reduction!r}")
+    counted = _checks.mask(func, where, y.shape, "`labels`")
     _check_mesh(func, mesh, vocab_axis, batch_axis, w.shape[1], h.shape[0])
     local_tokens = h.shape[0] // (mesh.shape[batch_axis] if batch_axis else 1)
     local_vocab = w.shape[1] // mesh.shape[vocab_axis]
@@ -441,13 +446,16 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
     if h.shape[0] == 0:  # no token: no loss (and a sum or mean of none is 0)
         return jnp.zeros(y.shape if reduction == "none" else (), compute_dtype(jnp.result_type(h, w)))
     layout = _Layout(mesh, vocab_axis, batch_axis, 2)
+    y = _lce.counted_labels(y, counted)
     if reduction == "none":
-        return _linear_vjp(h, w, y, layout, blocks)
+        loss = _linear_vjp(h, w, y, layout, blocks)
+        return loss if counted is None else jnp.where(counted, loss, 0.0)
+    counted = jnp.ones(y.shape, bool) if counted is None else counted
     # chunks of whole rows: the tile budget as given (as in the unsharded function)
     budget = (_lce._block(func, "block_tokens", block_tokens, _lce.BLOCK_TOKENS, _lce._UNCAPPED),
               _lce._block(func, "block_vocab", block_vocab, _lce.BLOCK_VOCAB, _lce._UNCAPPED))
-    total = _linear_total_vjp(h, w, y, layout, (blocks, budget))
-    return total / h.shape[0] if reduction == "mean" else total
+    total = _linear_total_vjp(h, w, y, counted, layout, (blocks, budget))
+    return total / jnp.maximum(jnp.sum(counted), 1) if reduction == "mean" else total
 
 
 def _linear_specs(layout):
@@ -489,27 +497,27 @@ def _linear_bwd(layout, blocks, res, g):
 _linear_vjp.defvjp(_linear_fwd, _linear_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _linear_total_vjp(h, w, y, layout, blocks):
-    """``Σ_n ℓ_n``; ``blocks = (tiles, budget)``: the tiles of the per-token forward pass (no
-    gradient wanted) and the chunk budget of the pass that forms the gradients."""
-    return jnp.sum(_linear_stats(h, w, y, layout, blocks[0])[0])
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _linear_total_vjp(h, w, y, counted, layout, blocks):
+    """``Σ_n [counted_n] ℓ_n``; ``blocks = (tiles, budget)``: the tiles of the per-token forward pass
+    (no gradient wanted) and the chunk budget of the pass that forms the gradients."""
+    return jnp.sum(jnp.where(counted, _linear_stats(h, w, y, layout, blocks[0])[0], 0.0))
 
 
-def _linear_total_fwd(h, w, y, layout, blocks):
-    def body(hl, wl, yl):
-        total, dh, dw = shard_linear_total(hl, wl, yl, layout.vocab_axis, blocks[1])
+def _linear_total_fwd(h, w, y, counted, layout, blocks):
+    def body(hl, wl, yl, cl):
+        total, dh, dw = shard_linear_total(hl, wl, yl, cl, layout.vocab_axis, blocks[1])
         if layout.batch_axis is not None:
             total, dw = lax.psum(total, layout.batch_axis), lax.psum(dw, layout.batch_axis)
         return total, dh, dw
 
     spec_h, spec_w, spec_t = _linear_specs(layout)
-    total, dh, dw = layout.map(body, (spec_h, spec_w, spec_t), (P(), spec_h, spec_w))(h, w, y)
+    total, dh, dw = layout.map(body, (spec_h, spec_w, spec_t, spec_t), (P(), spec_h, spec_w))(h, w, y, counted)
     return total, (dh, dw)
 
 
 def _linear_total_bwd(layout, blocks, res, g):
-    return _lce.scaled_gradients(res, g) + (None,)
+    return _lce.scaled_gradients(res, g) + (None, None)
 
 
 _linear_total_vjp.defvjp(_linear_total_fwd, _linear_total_bwd)
