@@ -118,14 +118,16 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
     bv = _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, w.shape[1])
     if reduction == "none":
         return _linear_ce(h, w, y, counted, block_tokens=bt, block_vocab=bv)
-    # chunks of whole rows: the tile budget as given, not shrunk by a short batch or vocabulary
-    budget = (_block(func, "block_tokens", block_tokens, BLOCK_TOKENS, _UNCAPPED),
-              _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, _UNCAPPED))
+    budget = chunk_budget(func, block_tokens, block_vocab)
     return _linear_ce_total(h, w, y, counted, block_tokens=budget[0], block_vocab=budget[1],
                             mean=reduction == "mean")
 
 
-_UNCAPPED = 2**62
+def chunk_budget(func: str, block_tokens, block_vocab) -> tuple[int, int]:
+    """The tile of the reduced loss's row chunks (``block_tokens · block_vocab / V`` rows): the block
+    sizes as given (or the defaults), not shrunk by a short batch or vocabulary."""
+    return (_block(func, "block_tokens", block_tokens, BLOCK_TOKENS, 2**62),
+            _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, 2**62))
 
 
 def _block(func: str, name: str, value, default: int, size: int) -> int:

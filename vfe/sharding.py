@@ -451,9 +451,7 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
         loss = _linear_vjp(h, w, y, layout, blocks)
         return loss if counted is None else jnp.where(counted, loss, 0.0)
     counted = jnp.ones(y.shape, bool) if counted is None else counted
-    # chunks of whole rows: the tile budget as given (as in the unsharded function)
-    budget = (_lce._block(func, "block_tokens", block_tokens, _lce.BLOCK_TOKENS, _lce._UNCAPPED),
-              _lce._block(func, "block_vocab", block_vocab, _lce.BLOCK_VOCAB, _lce._UNCAPPED))
+    budget = _lce.chunk_budget(func, block_tokens, block_vocab)
     total = _linear_total_vjp(h, w, y, counted, layout, (blocks, budget))
     return total / jnp.maximum(jnp.sum(counted), 1) if reduction == "mean" else total
 
