@@ -338,3 +338,46 @@ S3_LINEAR = Derivation(
              lambda h, w, y: _linear_simulated(h, w, y, 4)),
     ],
 )
+
+
+def _sum_and_gradients(loss_sum):
+    """``h, w, y ↦ (Σ_n ℓ_n, ∂h, ∂W)`` of a summed loss, flattened into one vector."""
+    def value(h, w, y):
+        total, (dh, dw) = jax.value_and_grad(loss_sum, (0, 1))(h, w, y)
+        return jnp.concatenate([total[None], dh.ravel(), dw.ravel()])
+
+    return value
+
+
+def _linear_total_simulated(h, w, y, p, blocks):
+    """``(Σ ℓ, ∂h, ∂W)`` from vfe.sharding.shard_linear_total on ``p`` simulated devices."""
+    counted = jnp.ones(y.shape, bool)
+    total, dh, dw = jax.vmap(lambda wl: sharding.shard_linear_total(h, wl, y, counted, "vocab", blocks),
+                             axis_name="vocab", in_axes=1, out_axes=0)(w.reshape(_D, p, -1))
+    return jnp.concatenate([total[:1], dh[0].ravel(), jnp.moveaxis(dw, 0, 1).reshape(w.shape).ravel()])
+
+
+S3_LINEAR_SUM = Derivation(
+    claim="S3",
+    title="The summed linear-head loss and its gradients, formed in one pass, sharded or not",
+    statement=r"\Big(\sum_n \ell_n,\ \partial_h,\ \partial_W\Big) = \Big(\sum_n \ell_n,\ G W^\top,\ h^\top G\Big),\ "
+              r"G = \mathrm{softmax}(hW) - \mathrm{onehot}(y):\ "
+              r"\text{per chunk of tokens } m = \max_k m_k,\ s = \sum_k s_k e^{m_k - m},\ "
+              r"\partial_h = \sum_k G_k W_k^\top",
+    inputs=_linear_inputs(),
+    steps=[
+        Step(r"\Big(\sum_n \ell_n,\ \nabla_h,\ \nabla_W\Big)\ \text{of the formed logits}",
+             r"jax.value_and_grad of $\sum_n \mathrm{lse}(h_n W) - (h_n W)_{y_n}$, jax.nn.logsumexp",
+             _sum_and_gradients(lambda h, w, y: jnp.sum(
+                 jax.nn.logsumexp(h @ w, axis=-1) - jnp.take_along_axis(h @ w, y[:, None], -1)[:, 0]))),
+        Step(r"\text{the same, formed chunk by chunk in the forward pass}",
+             r"vfe.linear_cross_entropy(reduction='sum') with 3 $\times$ 8 tiles: chunks of 2 whole rows, the last "
+             r"starting early (its first token not counted twice); jax.value_and_grad",
+             _sum_and_gradients(lambda h, w, y: lce.linear_cross_entropy(h, w, y, reduction="sum", block_tokens=3,
+                                                                          block_vocab=8))),
+        Step(r"\text{the same with } W \text{ split over } P = 4 \text{ devices}",
+             r"vfe.sharding.shard_linear_total on 4 simulated devices: each chunk's $(m_k, s_k)$ merged by pmax and "
+             r"psum (S1) before its gradients; $\partial_h$ psum-ed, $\partial_W$ left on its device",
+             lambda h, w, y: _linear_total_simulated(h, w, y, 4, (3, 4))),
+    ],
+)

@@ -14,7 +14,7 @@ from proofs import streaming as PS
 from vfe import sharding
 from vfe.derivation import FAILED, PROVED
 
-DERIVATIONS = [PS.S1, PS.S2, PS.S2_ENTROPY, PS.S3, PS.S3_LINEAR]
+DERIVATIONS = [PS.S1, PS.S2, PS.S2_ENTROPY, PS.S3, PS.S3_LINEAR, PS.S3_LINEAR_SUM]
 
 
 @pytest.mark.parametrize("derivation", DERIVATIONS, ids=lambda d: f"{d.claim}-{d.title[:30]}")
@@ -84,6 +84,27 @@ def _label_from_every_shard(z, y, p):
     return jax.vmap(body, axis_name="vocab")(PS._shards(z, p))[0]
 
 
+def _per_token_head_loss(h, w, y):
+    z = h @ w
+    return jax.nn.logsumexp(z, axis=-1) - jnp.take_along_axis(z, y[:, None], -1)[:, 0]
+
+
+def _overlap_token_counted_twice(h, w, y):
+    """The summed head with chunks (0, 1), (2, 3), (3, 4): token 3, covered by the early-starting last
+    chunk, added again (value and gradients)."""
+    return PS._sum_and_gradients(lambda h, w, y: jnp.sum(_per_token_head_loss(h, w, y))
+                                 + _per_token_head_loss(h, w, y)[3])(h, w, y)
+
+
+def _dh_from_one_shard(h, w, y):
+    """∂h = G_1 W_1ᵀ of the first of 4 shards only (the psum over the vocabulary forgotten)."""
+    z = h @ w
+    grad = jax.nn.softmax(z) - jax.nn.one_hot(y, z.shape[-1], dtype=z.dtype)
+    n = w.shape[1] // 4
+    dh, dw = grad[:, :n] @ w[:, :n].T, h.T @ grad
+    return jnp.concatenate([jnp.sum(_per_token_head_loss(h, w, y))[None], dh.ravel(), dw.ravel()])
+
+
 PLANTED = {
     "S1 sum of the partial lse": (PS.S1, 4, lambda z, k: jnp.sum(jnp.stack(PS._split(z, k)))),
     "S2 no rescale of s": (PS.S2, 3, lambda z: PS._online_lse(z, rescale=False)),
@@ -91,6 +112,8 @@ PLANTED = {
     "S2 entropy without the (m - m')s term": (PS.S2_ENTROPY, 2, _online_entropy_without_shift),
     "S3 psum of the shard maxima": (PS.S3, 2, lambda z, y: _shards_summing_maxima(z, y, 4)),
     "S3 label logit from every shard": (PS.S3, 3, lambda z, y: _label_from_every_shard(z, y, 4)),
+    "S3 summed head counts the overlap twice": (PS.S3_LINEAR_SUM, 2, _overlap_token_counted_twice),
+    "S3 summed head, dh of one shard": (PS.S3_LINEAR_SUM, 3, _dh_from_one_shard),
 }
 
 
