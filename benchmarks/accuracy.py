@@ -4,13 +4,15 @@ Run: ``python benchmarks/accuracy.py`` (needs the ``test`` extra for mpmath).
 
 1. KL divergence for ``p ≈ q`` (entries differing by a relative ``1e-6``), against a 50-digit
    mpmath oracle computed on the exact (rounded) inputs: worst relative error and the share of
-   negative results, for vfe (probabilities and logits), optax, ``jax.scipy.special.rel_entr``
-   and the naive ``Σ p log(p/q)``.
+   negative results, for vfe (probabilities and logits; vfe.streaming in both of its formulas),
+   optax, ``jax.scipy.special.rel_entr`` and the naive ``Σ p log(p/q)``.
 2. ``softmax(z/T)`` and ``-T log Σ exp(-E/T)`` for logits/energies near 1e4 and tiny ``T``
    under ``jit``: whether the result is the exact limit, for vfe and for ``jax.nn``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 
@@ -23,6 +25,7 @@ import optax  # noqa: E402
 from jax.scipy.special import rel_entr  # noqa: E402
 
 import vfe  # noqa: E402
+from vfe import streaming  # noqa: E402
 
 mpmath.mp.dps = 50
 
@@ -54,6 +57,8 @@ def kl_table(n_pairs: int = 200, n: int = 16, rel: float = 1e-6) -> list[tuple]:
         "vfe.kl_divergence": lambda p, q: vfe.kl_divergence(p, q),
         # (takes logits: it is given log p, log q rounded once, and the oracle sees the same logits)
         "vfe.kl_divergence_from_logits": vfe.kl_divergence_from_logits,
+        "streaming KL from logits": streaming.kl_divergence_from_logits,
+        "streaming KL from logits, direct": functools.partial(streaming.kl_divergence_from_logits, formula="direct"),
         "optax.kl_divergence": lambda p, q: optax.kl_divergence(jnp.log(q), p),
         "jax.scipy rel_entr sum": lambda p, q: jnp.sum(rel_entr(p, q)),
         "naive sum p log(p/q)": lambda p, q: jnp.sum(p * jnp.log(p / q)),

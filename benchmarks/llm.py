@@ -2,8 +2,9 @@
 
 Run: ``python benchmarks/llm.py [--quick] [--repeats R] [--markdown PATH]``.
 
-For each quantity (integer-label cross-entropy, soft-label cross-entropy, entropy, KL, log Z,
-the linear head + cross-entropy), forward and forward + gradient, it prints one row per shape:
+For each quantity (integer-label cross-entropy, soft-label cross-entropy, entropy, KL in both
+formulas, log Z, the linear head + cross-entropy), forward and forward + gradient, it prints one
+row per shape:
 
 * time: median of ``R`` calls after one warm-up call (``block_until_ready``), in ms, for vfe and
   for its peer (optax or the ``jax.nn`` formula), the two called alternately (vfe, peer, vfe, …) so
@@ -168,6 +169,9 @@ def logits_cases(n, v, dtype, implementation):
         ("entropy", lambda z: streaming.entropy_from_logits(z, **kw), peer_entropy, "jax.nn", (z,), size),
         ("KL(p‖q) from logits", lambda a, b: streaming.kl_divergence_from_logits(a, b, **kw), peer_kl, "optax",
          (z, b), 2 * size),
+        ("KL(p‖q) from logits, direct formula",
+         lambda a, b: streaming.kl_divergence_from_logits(a, b, formula="direct", **kw), peer_kl, "optax", (z, b),
+         2 * size),
         ("log Z (β = 1)", lambda e: streaming.log_partition(e, 1.0, **kw), peer_log_z, "jax.nn", (z,), size),
     ]
 

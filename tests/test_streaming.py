@@ -9,6 +9,8 @@ same accuracy as the reference implementations.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +29,8 @@ FLOATS = S.FLOATS
 W = S.ROW_WEIGHTS
 BLOCKS = {2: 1, 5: 5, 16: 4, 6: 3}  # blocked rows: several blocks where n allows (5 is prime: one block)
 ONEPASS = ("logsumexp", "nll", "entropy")
-NAMES = ("logsumexp", "nll", "entropy", "soft_ce", "kl", "log_partition", "helmholtz")
+NAMES = ("logsumexp", "nll", "entropy", "soft_ce", "kl", "kl_direct", "log_partition", "helmholtz")
+KL = ("kl", "kl_direct")  # the two formulas of kl_divergence_from_logits
 
 
 def _impls(name):
@@ -51,11 +54,12 @@ KERNELS = {
     "nll": lambda rows, z, y: ST._nll(z, y, rows),
     "entropy": lambda rows, z: ST._entropy_vjp(z, rows),
     "soft_ce": lambda rows, p, z: ST._soft_ce_vjp(p, z, rows),
-    "kl": lambda rows, a, b: ST._kl_vjp(a, b, rows),
+    "kl": lambda rows, a, b: ST._kl_vjp(a, b, rows, "accurate"),
+    "kl_direct": lambda rows, a, b: ST._kl_vjp(a, b, rows, "direct"),
     "log_partition": lambda rows, e, b: ST._thermo_vjp(e, b, rows, ST.BETA),
     "helmholtz": lambda rows, e, t: ST._thermo_vjp(e, t, rows, ST.TEMPERATURE),
 }
-DIFF = {"logsumexp": (1,), "nll": (1,), "entropy": (1,), "soft_ce": (1, 2), "kl": (1, 2),
+DIFF = {"logsumexp": (1,), "nll": (1,), "entropy": (1,), "soft_ce": (1, 2), "kl": (1, 2), "kl_direct": (1, 2),
         "log_partition": (1, 2), "helmholtz": (1, 2)}
 VALUE = {k: jax.jit(f, static_argnums=0) for k, f in KERNELS.items()}
 GRAD = {k: jax.jit(jax.grad(lambda rows, *a, f=f: jnp.sum(jnp.asarray(W, jnp.result_type(a[0], jnp.float32))
@@ -64,12 +68,14 @@ GRAD = {k: jax.jit(jax.grad(lambda rows, *a, f=f: jnp.sum(jnp.asarray(W, jnp.res
 PUBLIC = {
     "logsumexp": ST.logsumexp, "nll": ST.cross_entropy_with_integer_labels, "entropy": ST.entropy_from_logits,
     "soft_ce": ST.cross_entropy_from_logits, "kl": ST.kl_divergence_from_logits,
+    "kl_direct": functools.partial(ST.kl_divergence_from_logits, formula="direct"),
     "log_partition": ST.log_partition, "helmholtz": ST.helmholtz_free_energy,
 }
 REFERENCE = {
     "logsumexp": lambda z: jax.nn.logsumexp(z, axis=-1), "nll": vfe.cross_entropy_with_integer_labels,
     "entropy": vfe.entropy_from_logits, "soft_ce": vfe.cross_entropy_from_logits,
-    "kl": vfe.kl_divergence_from_logits, "log_partition": vfe.log_partition, "helmholtz": vfe.helmholtz_free_energy,
+    "kl": vfe.kl_divergence_from_logits, "kl_direct": vfe.kl_divergence_from_logits, "log_partition": vfe.log_partition,
+    "helmholtz": vfe.helmholtz_free_energy,
 }
 
 
@@ -99,7 +105,7 @@ def _draw(name, data, dtype, n, *, edge=True, batch=S.BATCH):
         return c(data.draw(lg)), data.draw(S.labels(n, batch=batch))
     if name == "soft_ce":
         return c(data.draw(pr)), c(data.draw(lg))
-    if name == "kl":
+    if name in KL:
         return c(data.draw(lg)), c(data.draw(lg))
     if name == "log_partition":
         return c(-data.draw(lg)), c(data.draw(bs))
@@ -130,12 +136,15 @@ def _oracle_and_scale(name, args, dtype):
         pp = p.astype(np.float64)
         scale = np.sum(np.where(pp > 0, pp * (1 + np.abs(np.where(np.isfinite(lq), lq, 0)) + np.log(n)), 0), -1)
         return O.rowwise(O.cross_entropy_from_logits, p, z), scale
-    if name == "kl":
+    if name in KL:
         a, b = args
         exact = O.rowwise(O.kl_from_logits, a, b)
         p, q = np.exp(O.rowwise(O.log_softmax, a)), np.exp(O.rowwise(O.log_softmax, b))
         m = 1 + 4 * _magnitude(a, b) + np.log(n)
-        return exact, np.where(np.isfinite(exact), np.abs(exact), 0) + np.sum(np.abs(p - q), -1) * m + 1e-90
+        # the accurate form rounds in proportion to how far p is from q; the definition (the
+        # direct formula) rounds the log-normalisers whatever p and q, like the naive formula
+        far = np.sum(np.abs(p - q), -1) if name == "kl" else 1.0
+        return exact, np.where(np.isfinite(exact), np.abs(exact), 0) + far * m + 1e-90
     if name == "log_partition":
         e, b = args
         exact = O.rowwise(O.log_partition, e, extra=(b,))
@@ -153,7 +162,7 @@ def check_against_oracle(fn, name, args, dtype, what):
     assert got.dtype == jnp.promote_types(dtype, jnp.float32), got.dtype
     exact, scale = _oracle_and_scale(name, args, dtype)
     O.assert_close(got, exact, O.rtol(dtype, args[0].shape[-1]) * scale, what)
-    if name == "kl":
+    if name in KL:
         assert np.all(np.asarray(got) >= 0)
 
 
@@ -223,7 +232,7 @@ def _row_grads(name, args):
     if name == "soft_ce":
         lq = O.rowwise(O.log_softmax, a[1])
         return w * -lq, w * (a[0].sum(-1, keepdims=True) * np.exp(lq) - a[0])
-    if name == "kl":
+    if name in KL:
         d = [O.d_kl_from_logits(a[0][i], a[1][i]) for i in rows]
         return w * np.stack([x[0] for x in d]), w * np.stack([x[1] for x in d])
     if name == "log_partition":
@@ -277,6 +286,7 @@ def test_masked_logits_equal_logits_clipped_to_minus_1e30(data):
     cases = {
         "logsumexp": ((z,), (clip(z),), (0,)), "entropy": ((z,), (clip(z),), (0,)), "nll": ((z, y), (clip(z), y), (0,)),
         "soft_ce": ((p, z), (p, clip(z)), (1,)), "kl": ((z, b), (clip(z), clip(b)), (0, 1)),
+        "kl_direct": ((z, b), (clip(z), clip(b)), (0, 1)),
     }
     for name, (masked, clipped, which) in cases.items():
         for impl in (i for i in _impls(name) if i != "fused"):
@@ -333,7 +343,7 @@ def _naive(name, args):
         return -jnp.sum(jax.nn.softmax(args[0]) * jax.nn.log_softmax(args[0]), axis=-1)
     if name == "soft_ce":
         return optax.softmax_cross_entropy(args[1], args[0])
-    if name == "kl":
+    if name in KL:
         return jnp.sum(jax.nn.softmax(args[0]) * (jax.nn.log_softmax(args[0]) - jax.nn.log_softmax(args[1])), axis=-1)
     if name in ("log_partition", "helmholtz"):
         e, k = args[0], args[1].astype(args[0].dtype)[:, None]
@@ -341,7 +351,7 @@ def _naive(name, args):
     raise KeyError(name)
 
 
-LOW = [(name, jnp.bfloat16) for name in NAMES] + [(name, jnp.float16) for name in ("logsumexp", "nll", "kl")]
+LOW = [(name, jnp.bfloat16) for name in NAMES] + [(name, jnp.float16) for name in ("logsumexp", "nll", *KL)]
 
 
 @pytest.mark.parametrize("name,low", LOW, ids=lambda x: getattr(x, "__name__", x))
@@ -356,7 +366,7 @@ def test_low_precision_accumulates_in_float32_and_beats_the_naive_formula(name, 
     p = rng.dirichlet(np.ones(n), rows).astype(low)
     y = rng.integers(0, n, rows).astype(np.int32)
     scale = np.full(rows, 0.7, np.float32)  # a temperature / β (vfe's checks take float32 scales)
-    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (p, z), "kl": (z, b),
+    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (p, z), "kl": (z, b), "kl_direct": (z, b),
             "log_partition": (z, scale), "helmholtz": (z, scale)}[name]
     got = PUBLIC[name](*args)
     assert got.dtype == jnp.float32
@@ -367,7 +377,7 @@ def test_low_precision_accumulates_in_float32_and_beats_the_naive_formula(name, 
     assert ours <= naive, (name, ours, naive)
 
 
-@pytest.mark.parametrize("name", ["nll", "kl"])
+@pytest.mark.parametrize("name", ["nll", *KL])
 def test_low_precision_gradients_have_the_input_dtype(name):
     z = jnp.asarray(np.linspace(-3, 3, 2 * 64).reshape(2, 64), jnp.bfloat16)
     args = (z, jnp.array([1, 7], jnp.int32)) if name == "nll" else (z, z[::-1])
@@ -403,7 +413,7 @@ def test_large_vocabularies_through_the_public_api():
     y = np.array([9, n - 1], np.int32)
     t = np.array([0.5, 2.0], np.float32)
     for name, args in {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (p, z), "kl": (z, b),
-                       "log_partition": (-z, t), "helmholtz": (-z, t)}.items():
+                       "kl_direct": (z, b), "log_partition": (-z, t), "helmholtz": (-z, t)}.items():
         got = np.asarray(PUBLIC[name](*args), np.float64)
         truth = np.asarray(REFERENCE[name](*[np.asarray(a, np.float64) if a.dtype.kind == "f" else a for a in args]))
         naive = np.asarray(REFERENCE[name](*args) if name != "logsumexp" else _naive(name, args), np.float64)
@@ -425,7 +435,7 @@ def test_blocked_reductions_materialise_no_vocabulary_sized_temporary(name):
     z = jax.ShapeDtypeStruct((n, v), jnp.float32)
     y = jax.ShapeDtypeStruct((n,), jnp.int32)
     t = jax.ShapeDtypeStruct((n,), jnp.float32)
-    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (z, z), "kl": (z, z),
+    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (z, z), "kl": (z, z), "kl_direct": (z, z),
             "log_partition": (z, t), "helmholtz": (z, t)}[name]
     f = PUBLIC[name]
     grad = jax.grad(lambda *a: jnp.sum(f(*a)))
@@ -445,6 +455,8 @@ def test_arguments_are_checked_before_any_work():
         ST.entropy_from_logits(z, implementation="fast")
     with pytest.raises(ValueError, match="onepass"):
         ST.kl_divergence_from_logits(z, z, implementation="onepass")
+    with pytest.raises(ValueError, match="`formula` must be one of"):
+        ST.kl_divergence_from_logits(z, z, formula="textbook")
     with pytest.raises(ValueError, match="same shape"):
         ST.cross_entropy_from_logits(z, jnp.zeros((2, 4)))
     with pytest.raises(ValueError, match="labels"):
@@ -473,3 +485,26 @@ def test_a_planted_wrong_blocked_reduction_is_rejected():
     check_against_oracle(lambda z: VALUE["logsumexp"](Rows("blocked", 4), z), "logsumexp", (z,), np.float64, "right")
     with pytest.raises(AssertionError):
         check_against_oracle(_wrong_blocked_lse, "logsumexp", (z,), np.float64, "planted")
+
+
+@pytest.mark.parametrize("plant", ["no escape pass", "normaliser sign flipped"])
+def test_a_planted_wrong_direct_kl_is_rejected(plant, monkeypatch):
+    """The oracle check of the direct KL formula rejects it without its escape pass (b masks a class
+    that a allows: KL = +inf, not a finite sum) and with lse(a) - lse(b) added instead of subtracted;
+    the unplanted formula passes on the same rows."""
+    a = np.array([[0.5, -1.0, 2.0, 0.0, 1.0, -0.5], [1.0, 2.0, 3.0, -1.0, 0.0, 0.5]])
+    b = np.array([[0.0, 1.0, -np.inf, 0.5, 0.0, 1.5], [0.0, 0.5, 1.0, 2.0, -1.0, 0.0]])
+    direct = lambda a, b: ST._kl_vjp(a, b, Rows("blocked", 3), "direct")
+    check_against_oracle(jax.jit(direct), "kl_direct", (a, b), np.float64, "right")
+    if plant == "no escape pass":
+        monkeypatch.setattr(ST, "_kl_escapes", lambda a, b, r: jnp.zeros_like(a))
+    else:
+        term = ST._kl_direct_term
+        monkeypatch.setattr(ST, "_kl_direct_term", lambda a, b, ma, log_sa, ref: term(a, b, ma, log_sa, -ref))
+    jax.clear_caches()  # custom_vjp caches the traced rule: retrace with the plant, and drop it after
+    try:
+        with pytest.raises(AssertionError):
+            check_against_oracle(jax.jit(direct), "kl_direct", (a, b), np.float64, plant)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()

@@ -63,6 +63,13 @@ def mask(func: str, where, shape: tuple[int, ...], of: str) -> jax.Array | None:
     return jnp.broadcast_to(jnp.asarray(where), shape)
 
 
+def one_of(func: str, name: str, value, options: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``options``, else a ``ValueError`` naming the argument and the options."""
+    if value not in options:
+        raise ValueError(f"{func}: argument `{name}` must be one of {options}, got {value!r}")
+    return value
+
+
 def axis(func: str, value, ndim: int) -> int:
     """A normalised (non-negative) axis; ``ValueError``/``TypeError`` for a bad one."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):

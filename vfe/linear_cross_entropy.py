@@ -108,8 +108,7 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
     if y.shape != h.shape[:-1]:
         raise ValueError(f"{func}: argument `labels` must have shape {h.shape[:-1]} (hidden's shape without "
                          f"its last axis), got {y.shape}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"{func}: argument `reduction` must be one of {REDUCTIONS}, got {reduction!r}")
+    _checks.one_of(func, "reduction", reduction, REDUCTIONS)
     counted = _checks.mask(func, where, y.shape, "`labels`")
     tokens = int(jnp.size(y))
     if tokens == 0:  # no token: no loss (and a sum or mean of none is 0)

@@ -435,8 +435,7 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
     if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[0] or y.shape != h.shape[:1]:
         raise ValueError(f"{func}: expected hidden (N, d), weight (d, V), labels (N,), got {h.shape}, {w.shape}, "
                          f"{y.shape}")
-    if reduction not in _lce.REDUCTIONS:
-        raise ValueError(f"{func}: argument `reduction` must be one of {_lce.REDUCTIONS}, got {reduction!r}")
+    _checks.one_of(func, "reduction", reduction, _lce.REDUCTIONS)
     counted = _checks.mask(func, where, y.shape, "`labels`")
     _check_mesh(func, mesh, vocab_axis, batch_axis, w.shape[1], h.shape[0])
     local_tokens = h.shape[0] // (mesh.shape[batch_axis] if batch_axis else 1)
