@@ -135,6 +135,36 @@ def test_summed_linear_loss_with_gradients_from_the_forward_pass_on_simulated_de
     O.assert_close(dw, dw1, O.rtol(np.float64, V) * big, "dW slices, side by side")
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _kl_per_device(a, b, p, formula):
+    """KL and its gradients (of Σ g·KL) on ``p`` simulated devices, and the unsharded ones."""
+    g = jnp.cos(jnp.arange(a.shape[0]))
+
+    def body(al, bl):
+        value, stats = ST._KL_FORWARD[formula](ST.Stream((al, bl), ST.rows_for(al.shape[-1], None), "vocab"))
+        return (value, *ST._kl_bwd(None, formula, (al, bl, value, stats), g))
+
+    split = lambda x: jnp.moveaxis(x.reshape(*x.shape[:-1], p, -1), -2, 0)
+    value, da, db = jax.vmap(body, axis_name="vocab")(split(a), split(b))
+    joined = lambda x: jnp.moveaxis(x, 0, -2).reshape(a.shape)
+    whole = functools.partial(ST.kl_divergence_from_logits, formula=formula)
+    return (value[0], joined(da), joined(db)), (whole(a, b), *jax.grad(lambda a, b: jnp.sum(g * whole(a, b)),
+                                                                       (0, 1))(a, b))
+
+
+@pytest.mark.parametrize("formula", ST.KL_FORMULAS)
+@pytest.mark.parametrize("p", [2, 3, 4])
+@settings(max_examples=S.examples(8))
+@given(data=st.data())
+def test_kl_on_simulated_devices_equals_the_unsharded_one(formula, p, data):
+    """Both KL formulas with every reduction completed over the simulated devices (masks, ties, logits
+    of 1e4, rows where b masks a class a allows: +inf): value and both gradients."""
+    a, b = data.draw(S.logits(V, batch=3)), data.draw(S.logits(V, batch=3))
+    sharded, whole = _kl_per_device(a, b, p, formula)
+    for got, want, what in zip(sharded, whole, ("KL", "dKL/da", "dKL/db")):
+        _close(got, want, f"{what} {formula}")
+
+
 def test_planted_wrong_combination_is_rejected():
     """Adding the shards' sums taken against their own maxima, without rescaling them to the
     global maximum, is caught by the same comparison."""
@@ -148,6 +178,25 @@ def test_planted_wrong_combination_is_rejected():
     _close(_simulate(lambda zl: sum(SH.shard_log_normaliser(zl, "vocab")), z, 4)[0, :, 0], ST.logsumexp(z), "right")
     with pytest.raises(AssertionError):
         _close(_simulate(wrong, z, 4)[0, :, 0], ST.logsumexp(z), "planted")
+
+
+@pytest.mark.parametrize("formula", ST.KL_FORMULAS)
+def test_planted_kl_that_skips_one_collective_is_rejected(formula, monkeypatch):
+    """A stream whose sums are not completed across the devices (each device's KL from its own
+    slice's sums, the maxima still combined) is caught by the comparison of the test above."""
+    rng = np.random.default_rng(1)
+    a, b = 2 * rng.standard_normal((3, V)), 2 * rng.standard_normal((3, V))
+    sharded, whole = _kl_per_device(a, b, 4, formula)
+    _close(sharded[0], whole[0], "right")
+    psum = jax.lax.psum
+    monkeypatch.setattr(ST.lax, "psum", lambda x, axis: x if axis == "vocab" else psum(x, axis))
+    jax.clear_caches()  # retrace _kl_per_device (and the custom_vjp rules) with the plant, and drop it after
+    try:
+        with pytest.raises(AssertionError):
+            _close(_kl_per_device(a, b, 4, formula)[0][0], whole[0], "planted")
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
 
 
 # ============================================================================ four CPU devices
@@ -193,6 +242,7 @@ _SCRIPT = textwrap.dedent(r'''
     rng = np.random.default_rng(0)
     z = 3 * rng.standard_normal((N, V)); z[0, 5] = -np.inf; z[1, 30] = -np.inf
     y = np.array([3, 30, 17, 39], np.int32)
+    zb = z + rng.standard_normal((N, V))  # masked where z is: a finite KL
     g = np.cos(np.arange(N))
     h, w = rng.standard_normal((N, D)), rng.standard_normal((D, V))
     counted = np.array([True, False, False, True])
@@ -202,6 +252,7 @@ _SCRIPT = textwrap.dedent(r'''
     reduces = 0
     for label, (mesh, batch) in meshes.items():
         zs = jax.device_put(z, NamedSharding(mesh, P(batch, "model")))
+        bs = jax.device_put(zb, NamedSharding(mesh, P(batch, "model")))
         ws = jax.device_put(w, NamedSharding(mesh, P(None, "model")))
         kw = dict(mesh=mesh, vocab_axis="model", batch_axis=batch)
         cases = {
@@ -209,6 +260,10 @@ _SCRIPT = textwrap.dedent(r'''
             "entropy": (lambda z: SH.sharded_entropy_from_logits(z, **kw), ST.entropy_from_logits, (zs,)),
             "nll": (lambda z: SH.sharded_cross_entropy_with_integer_labels(z, y, **kw),
                     lambda z: ST.cross_entropy_with_integer_labels(z, y), (zs,)),
+            "kl": (lambda a, b: SH.sharded_kl_divergence_from_logits(a, b, **kw), ST.kl_divergence_from_logits,
+                   (zs, bs)),
+            "kl direct": (lambda a, b: SH.sharded_kl_divergence_from_logits(a, b, formula="direct", **kw),
+                          lambda a, b: ST.kl_divergence_from_logits(a, b, formula="direct"), (zs, bs)),
             "linear": (lambda h, w: SH.sharded_linear_cross_entropy(h, w, y, block_tokens=2, block_vocab=3, **kw),
                        lambda h, w: linear_cross_entropy(h, w, y), (h, ws)),
             # gradients formed in the forward pass, chunks of 1 (6 // 10 or 6 // 20) and 2 tokens
@@ -270,6 +325,12 @@ def test_arguments_are_checked():
         SH.sharded_logsumexp(z, mesh=mesh, vocab_axis="vocab")
     with pytest.raises(ValueError, match="onepass"):
         SH.sharded_entropy_from_logits(z, mesh=mesh, vocab_axis="model", implementation="onepass")
+    with pytest.raises(ValueError, match="same shape"):
+        SH.sharded_kl_divergence_from_logits(z, jnp.zeros((2, 3)), mesh=mesh, vocab_axis="model")
+    with pytest.raises(ValueError, match="formula"):
+        SH.sharded_kl_divergence_from_logits(z, z, mesh=mesh, vocab_axis="model", formula="exact")
+    with pytest.raises(TypeError, match="q_logits"):
+        SH.sharded_kl_divergence_from_logits(z, jnp.zeros((2, 6), jnp.int32), mesh=mesh, vocab_axis="model")
     with pytest.raises(ValueError, match="labels"):
         SH.sharded_cross_entropy_with_integer_labels(z, jnp.zeros(3, jnp.int32), mesh=mesh, vocab_axis="model")
     with pytest.raises(ValueError, match="reduction"):

@@ -62,6 +62,7 @@ __all__ = [
     "shard_softmax_grad",
     "sharded_cross_entropy_with_integer_labels",
     "sharded_entropy_from_logits",
+    "sharded_kl_divergence_from_logits",
     "sharded_linear_cross_entropy",
     "sharded_logsumexp",
 ]
@@ -95,6 +96,11 @@ class _Layout:
         """Spec of the logits: tokens as :attr:`tokens`, classes over ``vocab_axis``."""
         return P(*self.tokens, self.vocab_axis)
 
+    def stream(self, arrays, implementation) -> _st.Stream:
+        """A :class:`vfe.streaming.Stream` of this device's slices, its reductions over the whole rows."""
+        rows = _st.rows_for(arrays[0].shape[-1], implementation)
+        return _st.Stream(arrays, rows, self.vocab_axis, tuple(self.mesh.axis_names))
+
     def map(self, f, in_specs, out_specs):
         """``f`` under :func:`jax.shard_map` on this layout's mesh."""
         return _shard_map(f, self.mesh, in_specs, out_specs)
@@ -116,8 +122,8 @@ def _check_mesh(func: str, mesh, vocab_axis, batch_axis, classes: int, tokens: i
                          f"{mesh.shape[batch_axis]} devices of mesh axis {batch_axis!r}")
 
 
-def _logits_args(func, logits, mesh, vocab_axis, batch_axis, implementation):
-    z = _checks.floating(func, "logits", logits)
+def _logits_args(func, logits, mesh, vocab_axis, batch_axis, implementation, name="logits"):
+    z = _checks.floating(func, name, logits)
     if z.ndim == 0:
         raise ValueError(f"{func}: the input is a scalar; it needs a class axis (the last)")
     _st._implementation(func, implementation)
@@ -149,12 +155,12 @@ def shard_log_normaliser(z, vocab_axis: str, implementation: str | None = None):
 def _shard_stats(z, vocab_axis, implementation, with_t):
     """``(m, log s[, t/s])`` of the full rows from this slice (one stream of local reductions)."""
     z = _st._up(z)
-    stream = _st.Stream((z,), _st.rows_for(z.shape[-1], implementation))
-    m = lax.pmax(stream.max(), vocab_axis)
-    log_s = jnp.log(lax.psum(stream.sum(_st._exp_gap, m), vocab_axis))
+    stream = _st.Stream((z,), _st.rows_for(z.shape[-1], implementation), vocab_axis)
+    m = stream.max()
+    log_s = jnp.log(stream.sum(_st._exp_gap, m))
     if not with_t:
         return m, log_s
-    return m, log_s, lax.psum(stream.sum(_st._exp_gap_times_gap, m), vocab_axis) * jnp.exp(-log_s)
+    return m, log_s, stream.sum(_st._exp_gap_times_gap, m) * jnp.exp(-log_s)
 
 
 def shard_entropy(z, vocab_axis: str, implementation: str | None = None):
@@ -325,6 +331,79 @@ def _entropy_bwd(layout, implementation, res, g):
 
 
 _entropy_vjp.defvjp(_entropy_fwd, _entropy_bwd)
+
+
+# ----------------------------------------------------------------------------- KL divergence
+
+
+def sharded_kl_divergence_from_logits(p_logits: Float[Array, "*batch V"], q_logits: Float[Array, "*batch V"], *,
+                                      mesh: Mesh, vocab_axis: str, batch_axis: str | None = None,
+                                      formula: str = "accurate", implementation: str | None = None
+                                      ) -> Float[Array, "*batch"]:
+    r"""``KL(softmax(a) ‖ softmax(b))`` for two logit tensors sharded alike over ``vocab_axis``.
+
+    The passes of :func:`vfe.streaming.kl_divergence_from_logits` (either ``formula``) on each
+    device's slices, every row statistic completed by a ``pmax`` or ``psum`` (a few scalars per token
+    and pass), the branch of each :func:`jax.lax.cond` agreed by all devices. For the default,
+    cancellation-free formula, e.g.
+
+    .. math:: \mathrm{KL} = \frac{A}{1 + B - M} - \log(1 + B - M),\qquad
+              A = \operatorname{psum}_k \sum_{i\in k} q_i x_i \operatorname{expm1}(x_i), \ \dots
+
+    The gradients (``p_i(\log p_i - \log q_i - KL)`` and ``q_i - p_i``) are computed on each slice.
+
+    Args:
+      p_logits: logits ``a`` of the first distribution, shape ``(*batch, V)``.
+      q_logits: logits ``b`` of the second distribution, same shape and sharding.
+      mesh: the device mesh.
+      vocab_axis: mesh axis sharding the classes.
+      batch_axis: optional mesh axis sharding the first axis.
+      formula: ``"accurate"`` or ``"direct"`` (see :func:`vfe.streaming.kl_divergence_from_logits`).
+      implementation: the local reductions' implementation (``"blocked"``, ``"fused"`` or None).
+
+    Returns:
+      ``KL(p‖q)`` per token, shape ``(*batch,)``.
+    """
+    func = "sharded_kl_divergence_from_logits"
+    a, layout = _logits_args(func, p_logits, mesh, vocab_axis, batch_axis, implementation, name="p_logits")
+    b = _checks.floating(func, "q_logits", q_logits)
+    _checks.same_shape(func, ("p_logits", "q_logits"), a, b)
+    _checks.one_of(func, "formula", formula, _st.KL_FORMULAS)
+    return _kl_vjp(a, b, layout, formula, implementation)
+
+
+def _kl_stats(a, b, layout, formula, implementation):
+    """``(KL, statistics)`` per token, the statistics (:class:`vfe.streaming._KLStats`) squeezed to ``[...]``."""
+    def body(al, bl):
+        value, stats = _st._KL_FORWARD[formula](layout.stream((al, bl), implementation))
+        return value, tuple(x[..., 0] for x in stats)
+
+    value, stats = layout.map(body, (layout.logits,) * 2, (layout.tokens, (layout.tokens,) * 7))(a, b)
+    return value, _st._KLStats(*stats)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _kl_vjp(a, b, layout, formula, implementation):
+    return _kl_stats(a, b, layout, formula, implementation)[0]
+
+
+def _kl_fwd(a, b, layout, formula, implementation):
+    value, stats = _kl_stats(a, b, layout, formula, implementation)
+    return value, (a, b, value, stats)
+
+
+def _kl_bwd(layout, formula, implementation, res, g):
+    a, b, value, stats = res
+
+    def body(al, bl, value, g, *stats):
+        local = _st._KLStats(*(x[..., None] for x in stats))
+        return _st._kl_bwd(None, formula, (al, bl, value, local), g)
+
+    specs = (layout.logits,) * 2 + (layout.tokens,) * 9
+    return layout.map(body, specs, (layout.logits,) * 2)(a, b, value, g, *stats)
+
+
+_kl_vjp.defvjp(_kl_fwd, _kl_bwd)
 
 
 # ----------------------------------------------------------------------------- integer labels

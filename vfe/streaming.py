@@ -162,11 +162,39 @@ class Stream:
     ``[..., n]`` temporary read by both; distinct barriers over the same operands are merged
     too, hence the chain. Block partials are kept behind a barrier as well, or XLA folds the
     two-level sum back into one reduction over the whole (slow) row.
+
+    ``vocab_axis``: the named axis (of :func:`jax.shard_map`, or of :func:`jax.vmap` simulating it)
+    over which the rows are split, each device holding a slice of the classes; every reduction is
+    then over the whole rows (the local one followed by a ``pmax``/``pmin``/``psum``), and
+    :meth:`cond` makes its predicate agree over ``mesh_axes`` (every named axis of the call; default
+    ``(vocab_axis,)``) so that all devices take the same branch.
     """
 
-    def __init__(self, arrays: tuple[jax.Array, ...], rows: Rows):
+    def __init__(self, arrays: tuple[jax.Array, ...], rows: Rows, vocab_axis: str | None = None,
+                 mesh_axes: tuple[str, ...] = ()):
         self.rows = rows
         self._arrays = tuple(arrays)
+        self.vocab_axis = vocab_axis
+        self.mesh_axes = tuple(mesh_axes) or ((vocab_axis,) if vocab_axis else ())
+
+    def again(self) -> Stream:
+        """A new stream of the same arrays and layout (for a :func:`jax.lax.cond` branch, whose
+        tracers must not leak into this one)."""
+        return Stream(self._arrays, self.rows, self.vocab_axis, self.mesh_axes)
+
+    def _across(self, x, collective):
+        return collective(x, self.vocab_axis) if self.vocab_axis else x
+
+    def cond(self, ok: jax.Array, if_true, if_false):
+        """:func:`jax.lax.cond` on the scalar ``ok``, agreed by all devices of a sharded stream."""
+        if self.mesh_axes:
+            ok = lax.pmin(ok.astype(jnp.int32), self.mesh_axes) > 0
+        return lax.cond(ok, if_true, if_false, None)
+
+    def guess(self, index: int = 0, *, minimum: bool = False) -> jax.Array:
+        """:func:`shift_guess` of array ``index``, the same on every slice of a sharded row."""
+        head = shift_guess(self._arrays[index], minimum=minimum)
+        return self._across(head, lax.pmin if minimum else lax.pmax)
 
     def _inputs(self, scalars: tuple[jax.Array, ...]):
         """The arrays (upcast to the compute dtype here, inside the reduction) and scalars."""
@@ -188,21 +216,22 @@ class Stream:
         The floor ``finfo.min`` keeps ``x - m`` free of ``-inf - (-inf)`` on fully masked rows.
         """
         arrays, _ = self._inputs(())
-        return jnp.maximum(self._reduce_max(arrays[index]), jnp.finfo(arrays[index].dtype).min)
+        return jnp.maximum(self._across(self._reduce_max(arrays[index]), lax.pmax), jnp.finfo(arrays[index].dtype).min)
 
     def min(self, index: int = 0) -> jax.Array:
         """``min(min_i x_i, finfo.max)`` (for energies, whose minimum is the logits' maximum)."""
         arrays, _ = self._inputs(())
-        return jnp.minimum(self._reduce_max(arrays[index], jnp.min), jnp.finfo(arrays[index].dtype).max)
+        return jnp.minimum(self._across(self._reduce_max(arrays[index], jnp.min), lax.pmin),
+                           jnp.finfo(arrays[index].dtype).max)
 
     def sum(self, f, *scalars: jax.Array) -> jax.Array:
         """``Σ_i f(*arrays, *scalars)_i``, shape ``[..., 1]``; ``f`` is elementwise and the
         ``scalars`` (row statistics) have shape ``[..., 1]``."""
         arrays, scalars = self._inputs(scalars)
         if not self._split():
-            return jnp.sum(f(*arrays, *scalars), axis=-1, keepdims=True)
+            return self._across(jnp.sum(f(*arrays, *scalars), axis=-1, keepdims=True), lax.psum)
         parts = jnp.sum(f(*(_blocked(a, self.rows) for a in arrays), *(s[..., None] for s in scalars)), axis=-1)
-        return jnp.sum(lax.optimization_barrier(parts), axis=-1, keepdims=True)
+        return self._across(jnp.sum(lax.optimization_barrier(parts), axis=-1, keepdims=True), lax.psum)
 
 
 def _isolated(x, rows: Rows):
@@ -234,7 +263,8 @@ def shifted_sums(stream: Stream, guess: jax.Array, sums, *scalars, index: int = 
     sum is not finite (``e^{x - c}`` overflowed: some ``x - c > 88`` in float32; or ``c = -inf``,
     the guessed entries masked), every row is recomputed with ``c`` = its maximum, the extra pass
     paid only then (a :func:`jax.lax.cond`). ``minimum=True``: for energies, ``c`` bounds the
-    minimum from above and the fallback is the row minimum (of array ``index``).
+    minimum from above and the fallback is the row minimum (of array ``index``). On a sharded
+    stream the guess must be the same on every slice (:meth:`Stream.guess`).
     """
     fast = tuple(stream.sum(f, guess, *scalars) for f in sums)
     ok = jnp.all(jnp.isfinite(guess))
@@ -242,11 +272,11 @@ def shifted_sums(stream: Stream, guess: jax.Array, sums, *scalars, index: int = 
         ok &= jnp.all(jnp.isfinite(total))
 
     def exact(_):
-        again = Stream(stream._arrays, stream.rows)  # a branch's tracers must not leak into `stream`
+        again = stream.again()
         c = again.min(index) if minimum else again.max(index)
         return (c, *(again.sum(f, c, *scalars) for f in sums))
 
-    return lax.cond(ok, lambda _: (guess, *fast), exact, None)
+    return stream.cond(ok, lambda _: (guess, *fast), exact)
 
 
 def _floor(dtype):
@@ -775,10 +805,10 @@ class _KLStats(NamedTuple):
     log_sa: jax.Array
 
 
-def _kl_forward(a, b, rows):
-    """``(KL, _KLStats)`` of the logits ``a``, ``b`` (any floating dtype; upcast as they are read)."""
-    stream = Stream((a, b), rows)
-    mb, sb = shifted_sums(stream, shift_guess(b), (lambda x, y, m: jnp.exp(y - m),), index=1)
+def _kl_forward(stream: Stream):
+    """``(KL, _KLStats)`` of the logits ``(a, b)`` of ``stream`` (any floating dtype; upcast as they
+    are read; sharded or not)."""
+    mb, sb = shifted_sums(stream, stream.guess(1), (lambda x, y, m: jnp.exp(y - m),), index=1)
     log_sb = jnp.log(sb)
     stats = (mb, log_sb)
     masks = stream.sum(_kl_masks, *stats)
@@ -790,16 +820,17 @@ def _kl_forward(a, b, rows):
     near = jnp.isfinite(big_a) & jnp.isfinite(big_b) & (lost <= 0.5)
 
     def far_rows(_):
-        ma = stream.max(0)
-        log_sa = jnp.log(stream.sum(lambda x, y, m: jnp.exp(x - m), ma))
-        far = jnp.maximum(stream.sum(_kl_far, ma, mb, log_sa, log_sb), 0.0)
+        again = stream.again()
+        ma = again.max(0)
+        log_sa = jnp.log(again.sum(lambda x, y, m: jnp.exp(x - m), ma))
+        far = jnp.maximum(again.sum(_kl_far, ma, mb, log_sa, log_sb), 0.0)
         return far, ma, log_sa
 
     def no_far_rows(_):
         zero = jnp.zeros_like(mb)
         return zero, zero, zero
 
-    far, ma, log_sa = lax.cond(jnp.all(near | escape), no_far_rows, far_rows, None)
+    far, ma, log_sa = stream.cond(jnp.all(near | escape), no_far_rows, far_rows)
     value = jnp.where(escape, jnp.inf, jnp.where(near, accurate, far))
     return value[..., 0], _KLStats(mb, log_sb, ref, shift, near, ma, log_sa)
 
@@ -813,13 +844,12 @@ def _kl_direct_term(a, b, ma, log_sa, ref):
             + _kl_escapes(a, b, ref) * _like(ref, jnp.finfo(ref.dtype).max))
 
 
-def _kl_direct_forward(a, b, rows):
+def _kl_direct_forward(stream: Stream):
     """``(KL, _KLStats)`` by the definition ``Σ p (log p - log q)``: ``lse b``, ``lse a`` and the
     sum, one pass each. In the statistics ``ref = lse(a) - lse(b)``, so that ``log p - log q =
     δ - ref``; ``shift`` and ``near`` are those of a row where that holds (0, true)."""
-    stream = Stream((a, b), rows)
-    mb, sb = shifted_sums(stream, shift_guess(b), (lambda x, y, m: jnp.exp(y - m),), index=1)
-    ma, sa = shifted_sums(stream, shift_guess(a), (lambda x, y, m: jnp.exp(x - m),))
+    mb, sb = shifted_sums(stream, stream.guess(1), (lambda x, y, m: jnp.exp(y - m),), index=1)
+    ma, sa = shifted_sums(stream, stream.guess(0), (lambda x, y, m: jnp.exp(x - m),))
     log_sa, log_sb = jnp.log(sa), jnp.log(sb)
     ref = (ma - mb) + (log_sa - log_sb)
     total = stream.sum(_kl_direct_term, ma, log_sa, ref)
@@ -833,11 +863,11 @@ _KL_FORWARD = {"accurate": _kl_forward, "direct": _kl_direct_forward}
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _kl_vjp(a, b, rows, formula):
-    return _KL_FORWARD[formula](a, b, rows)[0]
+    return _KL_FORWARD[formula](Stream((a, b), rows))[0]
 
 
 def _kl_fwd(a, b, rows, formula):
-    value, stats = _KL_FORWARD[formula](a, b, rows)
+    value, stats = _KL_FORWARD[formula](Stream((a, b), rows))
     return value, (a, b, value, stats)
 
 
