@@ -165,6 +165,60 @@ def test_kl_on_simulated_devices_equals_the_unsharded_one(formula, p, data):
         _close(got, want, f"{what} {formula}")
 
 
+def _split(x, p):
+    return jnp.moveaxis(x.reshape(*x.shape[:-1], p, -1), -2, 0)
+
+
+def _joined(x):
+    return jnp.moveaxis(x, 0, -2).reshape(*x.shape[1:-1], -1)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _soft_ce_per_device(q, z, p):
+    """Soft-label CE and its gradients (of Σ g·CE) on ``p`` simulated devices, and the unsharded ones."""
+    g = jnp.cos(jnp.arange(z.shape[0]))
+
+    def body(ql, zl):
+        value, stats = ST._soft_ce_forward(ST.Stream((zl, ql), ST.rows_for(zl.shape[-1], None), "vocab"))
+        return (value, *ST._soft_ce_bwd(None, (ql, zl, *stats), g))
+
+    value, dq, dz = jax.vmap(body, axis_name="vocab")(_split(q, p), _split(z, p))
+    whole = ST.cross_entropy_from_logits
+    return (value[0], _joined(dq), _joined(dz)), (whole(q, z), *jax.grad(lambda q, z: jnp.sum(g * whole(q, z)),
+                                                                          (0, 1))(q, z))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _thermo_per_device(e, k, p, kind):
+    """log Z (β) or F (T) and their gradients on ``p`` simulated devices, and the unsharded ones."""
+    g = jnp.cos(jnp.arange(e.shape[0]))
+
+    def body(el):
+        stream = ST.Stream((el,), ST.rows_for(el.shape[-1], None), "vocab")
+        value, (m, log_s) = ST._thermo_forward(stream, k[..., None], kind)
+        return (value, *ST._thermo_backward(el, stream.again(), k, m, log_s, g, kind))
+
+    value, de, dk = jax.vmap(body, axis_name="vocab")(_split(e, p))
+    whole = ST.log_partition if kind == ST.BETA else ST.helmholtz_free_energy
+    return (value[0], _joined(de), dk[0]), (whole(e, k), *jax.grad(lambda e, k: jnp.sum(g * whole(e, k)),
+                                                                    (0, 1))(e, k))
+
+
+@pytest.mark.parametrize("p", [2, 3, 4])
+@settings(max_examples=S.examples(8))
+@given(data=st.data())
+def test_soft_labels_log_z_and_free_energy_on_simulated_devices_equal_the_unsharded_ones(p, data):
+    """Soft-label cross-entropy (zeros in p, masks, +inf where p weighs a masked logit), log Z at
+    β ∈ {0} ∪ [1e-30, 1e30] and F at T ∈ [1e-30, 1e30]: values and gradients."""
+    z, q = data.draw(S.logits(V, batch=3)), data.draw(S.probs(V, batch=3))
+    for got, want, what in zip(*_soft_ce_per_device(q, z, p), ("CE", "dCE/dp", "dCE/dz")):
+        _close(got, want, what)
+    e = -data.draw(S.logits(V, batch=3))
+    for kind, k in ((ST.BETA, data.draw(S.betas(batch=3))), (ST.TEMPERATURE, data.draw(S.temperatures(batch=3)))):
+        for got, want, what in zip(*_thermo_per_device(e, k, p, kind), ("value", "d/dE", "d/dscale")):
+            _close(got, want, f"{what} {kind}")
+
+
 def test_planted_wrong_combination_is_rejected():
     """Adding the shards' sums taken against their own maxima, without rescaling them to the
     global maximum, is caught by the same comparison."""
@@ -180,20 +234,35 @@ def test_planted_wrong_combination_is_rejected():
         _close(_simulate(wrong, z, 4)[0, :, 0], ST.logsumexp(z), "planted")
 
 
-@pytest.mark.parametrize("formula", ST.KL_FORMULAS)
-def test_planted_kl_that_skips_one_collective_is_rejected(formula, monkeypatch):
-    """A stream whose sums are not completed across the devices (each device's KL from its own
-    slice's sums, the maxima still combined) is caught by the comparison of the test above."""
-    rng = np.random.default_rng(1)
-    a, b = 2 * rng.standard_normal((3, V)), 2 * rng.standard_normal((3, V))
-    sharded, whole = _kl_per_device(a, b, 4, formula)
-    _close(sharded[0], whole[0], "right")
+_PLANTED_INPUTS = (2 * np.random.default_rng(1).standard_normal((3, V)), 2 * np.random.default_rng(2).standard_normal((3, V)))
+_SHARDED_VALUES = {  # (sharded, unsharded) values on 4 simulated devices
+    "KL accurate": lambda a, b: _kl_per_device(a, b, 4, "accurate")[0][0],
+    "KL direct": lambda a, b: _kl_per_device(a, b, 4, "direct")[0][0],
+    "soft CE": lambda a, b: _soft_ce_per_device(jax.nn.softmax(b), a, 4)[0][0],
+    "log Z": lambda a, b: _thermo_per_device(a, jnp.full(3, 0.7), 4, ST.BETA)[0][0],
+    "F": lambda a, b: _thermo_per_device(a, jnp.full(3, 0.7), 4, ST.TEMPERATURE)[0][0],
+}
+_UNSHARDED_VALUES = {
+    "KL accurate": ST.kl_divergence_from_logits,
+    "KL direct": lambda a, b: ST.kl_divergence_from_logits(a, b, formula="direct"),
+    "soft CE": lambda a, b: ST.cross_entropy_from_logits(jax.nn.softmax(b), a),
+    "log Z": lambda a, b: ST.log_partition(a, 0.7),
+    "F": lambda a, b: ST.helmholtz_free_energy(a, 0.7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SHARDED_VALUES))
+def test_planted_stream_that_skips_its_sums_collective_is_rejected(name, monkeypatch):
+    """A sharded stream whose sums are not completed across the devices (each device's value from
+    its own slice's sums, the maxima still combined) is caught by the comparisons of the tests above."""
+    whole = _UNSHARDED_VALUES[name](*_PLANTED_INPUTS)
+    _close(_SHARDED_VALUES[name](*_PLANTED_INPUTS), whole, "right")
     psum = jax.lax.psum
     monkeypatch.setattr(ST.lax, "psum", lambda x, axis: x if axis == "vocab" else psum(x, axis))
-    jax.clear_caches()  # retrace _kl_per_device (and the custom_vjp rules) with the plant, and drop it after
+    jax.clear_caches()  # retrace the jitted helpers (and the custom_vjp rules) with the plant, and drop it after
     try:
         with pytest.raises(AssertionError):
-            _close(_kl_per_device(a, b, 4, formula)[0][0], whole[0], "planted")
+            _close(_SHARDED_VALUES[name](*_PLANTED_INPUTS), whole, "planted")
     finally:
         monkeypatch.undo()
         jax.clear_caches()
@@ -243,6 +312,8 @@ _SCRIPT = textwrap.dedent(r'''
     z = 3 * rng.standard_normal((N, V)); z[0, 5] = -np.inf; z[1, 30] = -np.inf
     y = np.array([3, 30, 17, 39], np.int32)
     zb = z + rng.standard_normal((N, V))  # masked where z is: a finite KL
+    q = np.where(np.isinf(z), 0.0, rng.dirichlet(np.ones(V), N))  # no mass on a masked logit: a finite CE
+    k = np.array([0.5, 2.0, 1.0, 3.0])  # β or T per token
     g = np.cos(np.arange(N))
     h, w = rng.standard_normal((N, D)), rng.standard_normal((D, V))
     counted = np.array([True, False, False, True])
@@ -253,6 +324,9 @@ _SCRIPT = textwrap.dedent(r'''
     for label, (mesh, batch) in meshes.items():
         zs = jax.device_put(z, NamedSharding(mesh, P(batch, "model")))
         bs = jax.device_put(zb, NamedSharding(mesh, P(batch, "model")))
+        qs = jax.device_put(q, NamedSharding(mesh, P(batch, "model")))
+        es = jax.device_put(-z, NamedSharding(mesh, P(batch, "model")))
+        ks = jax.device_put(k, NamedSharding(mesh, P(batch)))
         ws = jax.device_put(w, NamedSharding(mesh, P(None, "model")))
         kw = dict(mesh=mesh, vocab_axis="model", batch_axis=batch)
         cases = {
@@ -260,6 +334,10 @@ _SCRIPT = textwrap.dedent(r'''
             "entropy": (lambda z: SH.sharded_entropy_from_logits(z, **kw), ST.entropy_from_logits, (zs,)),
             "nll": (lambda z: SH.sharded_cross_entropy_with_integer_labels(z, y, **kw),
                     lambda z: ST.cross_entropy_with_integer_labels(z, y), (zs,)),
+            "soft ce": (lambda q, z: SH.sharded_cross_entropy_from_logits(q, z, **kw), ST.cross_entropy_from_logits,
+                        (qs, zs)),
+            "log Z": (lambda e, k: SH.sharded_log_partition(e, k, **kw), ST.log_partition, (es, ks)),
+            "F": (lambda e, k: SH.sharded_helmholtz_free_energy(e, k, **kw), ST.helmholtz_free_energy, (es, ks)),
             "kl": (lambda a, b: SH.sharded_kl_divergence_from_logits(a, b, **kw), ST.kl_divergence_from_logits,
                    (zs, bs)),
             "kl direct": (lambda a, b: SH.sharded_kl_divergence_from_logits(a, b, formula="direct", **kw),
@@ -327,6 +405,12 @@ def test_arguments_are_checked():
         SH.sharded_entropy_from_logits(z, mesh=mesh, vocab_axis="model", implementation="onepass")
     with pytest.raises(ValueError, match="same shape"):
         SH.sharded_kl_divergence_from_logits(z, jnp.zeros((2, 3)), mesh=mesh, vocab_axis="model")
+    with pytest.raises(ValueError, match="temperature"):
+        SH.sharded_helmholtz_free_energy(z, 0.0, mesh=mesh, vocab_axis="model")
+    with pytest.raises(ValueError, match="beta"):
+        SH.sharded_log_partition(z, -1.0, mesh=mesh, vocab_axis="model")
+    with pytest.raises(ValueError, match="same shape"):
+        SH.sharded_cross_entropy_from_logits(jnp.zeros((2, 3)), z, mesh=mesh, vocab_axis="model")
     with pytest.raises(ValueError, match="formula"):
         SH.sharded_kl_divergence_from_logits(z, z, mesh=mesh, vocab_axis="model", formula="exact")
     with pytest.raises(TypeError, match="q_logits"):

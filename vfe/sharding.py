@@ -16,6 +16,13 @@ device. The per-device functions (``shard_*``) only use ``pmax``, ``psum`` and `
 on one device. For the linear head the gradient with respect to the hidden states is the one reduction
 of the backward pass (``∂h = psum_k G_k W_kᵀ``); ``∂W`` stays sharded like ``W``.
 
+Every quantity of :mod:`vfe.streaming` has its sharded version: log-sum-exp, entropy, integer- and
+soft-label cross-entropy, KL (both formulas), log Z and the Helmholtz free energy, and the linear
+head. The soft-label cross-entropy, KL, log Z and F run the very passes of :mod:`vfe.streaming` on
+each device's slices through a :class:`vfe.streaming.Stream` given ``vocab_axis``: each reduction
+is completed by a ``pmax``/``psum``, and each :func:`jax.lax.cond` (the shift's fallback, the KL's
+far rows) takes the branch agreed by all devices (a ``pmin`` of the predicate over every mesh axis).
+
 The functions run under :func:`jax.shard_map` over a :class:`jax.sharding.Mesh`: ``vocab_axis``
 names the mesh axis that shards the classes (the last axis of the logits, the second of the
 weights) and, optionally, ``batch_axis`` a mesh axis that shards the tokens (the first axis). The
@@ -60,10 +67,13 @@ __all__ = [
     "shard_linear_total",
     "shard_log_normaliser",
     "shard_softmax_grad",
+    "sharded_cross_entropy_from_logits",
     "sharded_cross_entropy_with_integer_labels",
     "sharded_entropy_from_logits",
+    "sharded_helmholtz_free_energy",
     "sharded_kl_divergence_from_logits",
     "sharded_linear_cross_entropy",
+    "sharded_log_partition",
     "sharded_logsumexp",
 ]
 
@@ -331,6 +341,154 @@ def _entropy_bwd(layout, implementation, res, g):
 
 
 _entropy_vjp.defvjp(_entropy_fwd, _entropy_bwd)
+
+
+# ----------------------------------------------------------------------------- soft labels
+
+
+def sharded_cross_entropy_from_logits(p: Float[Array, "*batch V"], logits: Float[Array, "*batch V"], *,
+                                      mesh: Mesh, vocab_axis: str, batch_axis: str | None = None,
+                                      implementation: str | None = None) -> Float[Array, "*batch"]:
+    r"""Cross-entropy ``H(p, softmax(z))`` of soft targets, both sharded alike over ``vocab_axis``.
+
+    .. math:: H(p, q) = (\textstyle\sum_i p_i)\log s - \sum_i p_i (z_i - m),\qquad
+              \text{each sum a } \operatorname{psum}_k \text{ of the slices' sums}
+
+    The passes of :func:`vfe.streaming.cross_entropy_from_logits` on each device's slices, every
+    row statistic completed by a ``pmax``/``psum``; ``+inf`` where ``p`` puts mass on a masked
+    logit. The gradients (``(Σp) q - p`` and ``-log q``) are computed on each slice.
+
+    Args:
+      p: target probabilities, shape ``(*batch, V)``, sharded like the logits.
+      logits: model logits, same shape.
+      mesh: the device mesh.
+      vocab_axis: mesh axis sharding the classes.
+      batch_axis: optional mesh axis sharding the first axis.
+      implementation: the local reductions' implementation (``"blocked"``, ``"fused"`` or None).
+
+    Returns:
+      cross-entropy per token, shape ``(*batch,)``.
+    """
+    func = "sharded_cross_entropy_from_logits"
+    z, layout = _logits_args(func, logits, mesh, vocab_axis, batch_axis, implementation)
+    p = _checks.floating(func, "p", p)
+    _checks.same_shape(func, ("p", "logits"), p, z)
+    return _soft_ce_vjp(p, z, layout, implementation)
+
+
+def _soft_ce_stats(p, z, layout, implementation):
+    def body(pl, zl):
+        value, stats = _st._soft_ce_forward(layout.stream((zl, pl), implementation))
+        return value, tuple(x[..., 0] for x in stats)
+
+    return layout.map(body, (layout.logits,) * 2, (layout.tokens, (layout.tokens,) * 3))(p, z)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _soft_ce_vjp(p, z, layout, implementation):
+    return _soft_ce_stats(p, z, layout, implementation)[0]
+
+
+def _soft_ce_fwd(p, z, layout, implementation):
+    value, stats = _soft_ce_stats(p, z, layout, implementation)
+    return value, (p, z, *stats)
+
+
+def _soft_ce_bwd(layout, implementation, res, g):
+    def body(pl, zl, m, log_s, mass, g):
+        return _st._soft_ce_bwd(None, (pl, zl, m[..., None], log_s[..., None], mass[..., None]), g)
+
+    return layout.map(body, (layout.logits,) * 2 + (layout.tokens,) * 4, (layout.logits,) * 2)(*res, g)
+
+
+_soft_ce_vjp.defvjp(_soft_ce_fwd, _soft_ce_bwd)
+
+
+# ----------------------------------------------------------------------------- log Z and F
+
+
+def sharded_log_partition(energies: Float[Array, "*batch V"], beta, *, mesh: Mesh, vocab_axis: str,
+                          batch_axis: str | None = None, implementation: str | None = None
+                          ) -> Float[Array, "*batch"]:
+    r"""``log Z(β) = log Σ_i e^{-β E_i}`` for energies sharded over ``vocab_axis``.
+
+    .. math:: \log Z = \beta m + \log\operatorname{psum}_k \sum_{i\in k} e^{\beta(z_i - m)},\quad
+              z = -E,\ m = \operatorname{pmax}_k \max_{i\in k} z_i
+
+    Equal to :func:`vfe.streaming.log_partition` of the gathered energies; ``beta`` (``≥ 0``, a
+    scalar or one per token) is checked as there. Gradients ``-βp`` (on each slice) and ``-⟨E⟩``
+    (one more ``psum``).
+
+    Args:
+      energies: shape ``(*batch, V)``, states sharded over ``vocab_axis``; ``+inf`` forbidden.
+      beta: ``β ≥ 0``, scalar or broadcastable to ``(*batch,)``.
+      mesh, vocab_axis, batch_axis, implementation: as in :func:`sharded_logsumexp`.
+
+    Returns:
+      ``log Z`` per token, shape ``(*batch,)``.
+    """
+    return _thermo("sharded_log_partition", energies, "beta", beta, _st.BETA, mesh, vocab_axis, batch_axis,
+                   implementation)
+
+
+def sharded_helmholtz_free_energy(energies: Float[Array, "*batch V"], temperature, *, mesh: Mesh,
+                                  vocab_axis: str, batch_axis: str | None = None,
+                                  implementation: str | None = None) -> Float[Array, "*batch"]:
+    r"""Helmholtz free energy ``F = -T log Σ_i e^{-E_i/T}`` for energies sharded over ``vocab_axis``.
+
+    .. math:: F = -\Big(m + T\log\operatorname{psum}_k \sum_{i\in k} e^{(z_i - m)/T}\Big)
+
+    Equal to :func:`vfe.streaming.helmholtz_free_energy` of the gathered energies (``T > 0``, a
+    scalar or one per token). Gradients ``p`` (on each slice) and ``-H(p)`` (one more ``psum``).
+
+    Args:
+      energies: shape ``(*batch, V)``, states sharded over ``vocab_axis``; ``+inf`` forbidden.
+      temperature: ``T > 0``, scalar or broadcastable to ``(*batch,)``.
+      mesh, vocab_axis, batch_axis, implementation: as in :func:`sharded_logsumexp`.
+
+    Returns:
+      ``F`` per token, shape ``(*batch,)``.
+    """
+    return _thermo("sharded_helmholtz_free_energy", energies, "temperature", temperature, _st.TEMPERATURE, mesh,
+                   vocab_axis, batch_axis, implementation)
+
+
+def _thermo(func, energies, name, scale, kind, mesh, vocab_axis, batch_axis, implementation):
+    e, layout = _logits_args(func, energies, mesh, vocab_axis, batch_axis, implementation, name="energies")
+    batch = e.shape[:-1]
+    scale = _checks.positive_scale(func, name, scale, batch, allow_zero=kind == _st.BETA)
+    scale = jnp.broadcast_to(jnp.asarray(scale, compute_dtype(e.dtype)), batch)
+    return _thermo_vjp(e, scale, layout, kind, implementation)
+
+
+def _thermo_stats(e, scale, layout, kind, implementation):
+    def body(el, k):
+        value, stats = _st._thermo_forward(layout.stream((el,), implementation), k[..., None], kind)
+        return value, tuple(x[..., 0] for x in stats)
+
+    return layout.map(body, (layout.logits, layout.tokens), (layout.tokens, (layout.tokens,) * 2))(e, scale)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _thermo_vjp(e, scale, layout, kind, implementation):
+    return _thermo_stats(e, scale, layout, kind, implementation)[0]
+
+
+def _thermo_fwd(e, scale, layout, kind, implementation):
+    value, (m, log_s) = _thermo_stats(e, scale, layout, kind, implementation)
+    return value, (e, scale, m, log_s)
+
+
+def _thermo_bwd(layout, kind, implementation, res, g):
+    def body(el, k, m, log_s, g):
+        stream = layout.stream((el,), implementation)
+        return _st._thermo_backward(el, stream, k, m[..., None], log_s[..., None], g, kind)
+
+    specs = (layout.logits,) + (layout.tokens,) * 4
+    return layout.map(body, specs, (layout.logits, layout.tokens))(*res, g)
+
+
+_thermo_vjp.defvjp(_thermo_fwd, _thermo_bwd)
 
 
 # ----------------------------------------------------------------------------- KL divergence

@@ -615,18 +615,23 @@ def _masked(x, m):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _soft_ce_vjp(p, z, rows):
-    return _soft_ce_fwd(p, z, rows)[0]
+    return _soft_ce_forward(Stream((z, p), rows))[0]
 
 
-def _soft_ce_fwd(p, z, rows):
-    stream = Stream((z, p), rows)
-    m, s, u = shifted_sums(stream, shift_guess(z), (lambda x, w, m: jnp.exp(x - m),
-                                                   lambda x, w, m: w * _finite_gap(x, m)[0]))
+def _soft_ce_forward(stream: Stream):
+    """``(CE, (m, log s, mass))`` of the stream's ``(logits, p)`` (sharded or not), statistics ``[..., 1]``."""
+    m, s, u = shifted_sums(stream, stream.guess(0), (lambda x, w, m: jnp.exp(x - m),
+                                                     lambda x, w, m: w * _finite_gap(x, m)[0]))
     log_s = jnp.log(s)
     mass = stream.sum(lambda x, w: w)
     lost = stream.sum(lambda x, w, m: w * _masked(x, m), m)
     value = jnp.where(lost > 0, jnp.inf, mass * log_s - u)
-    return value[..., 0], (p, z, m, log_s, mass)
+    return value[..., 0], (m, log_s, mass)
+
+
+def _soft_ce_fwd(p, z, rows):
+    value, stats = _soft_ce_forward(Stream((z, p), rows))
+    return value, (p, z, *stats)
 
 
 def _soft_ce_bwd(rows, res, g):
@@ -965,31 +970,38 @@ def _scaled(e, m, scale, kind):
     return (c * scale if kind == BETA else c / scale) + gap
 
 
-def _thermo_stats(e, scale, rows, kind):
+def _thermo_forward(stream: Stream, k, kind):
+    """``(log Z or F, (m, log s))`` of the stream's energies (sharded or not) at the scale ``k``
+    (``β`` or ``T``, shape ``[..., 1]``); ``m = max z = -min E`` and ``log s`` of shape ``[..., 1]``."""
     # shift by the logits' side: c = -(minimum energy) of a few states, at most max z = -min E
-    neg_c, s = shifted_sums(Stream((e,), rows), shift_guess(e, minimum=True),
-                            (lambda x, neg_c, k: jnp.exp(_scaled(x, -neg_c, k, kind)),), scale, minimum=True)
-    return -neg_c, jnp.log(s)
+    neg_c, s = shifted_sums(stream, stream.guess(0, minimum=True),
+                            (lambda x, neg_c, k: jnp.exp(_scaled(x, -neg_c, k, kind)),), k, minimum=True)
+    m, log_s = -neg_c, jnp.log(s)
+    value = k * m + log_s if kind == BETA else -(m + k * log_s)
+    return value[..., 0], (m, log_s)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _thermo_vjp(e, scale, rows, kind):
-    return _thermo_fwd(e, scale, rows, kind)[0]
+    return _thermo_forward(Stream((e,), rows), scale[..., None], kind)[0]
 
 
 def _thermo_fwd(e, scale, rows, kind):
-    m, log_s = _thermo_stats(e, scale[..., None], rows, kind)
-    k = scale[..., None]
-    value = k * m + log_s if kind == BETA else -(m + k * log_s)
-    return value[..., 0], (e, scale, m, log_s)
+    value, stats = _thermo_forward(Stream((e,), rows), scale[..., None], kind)
+    return value, (e, scale, *stats)
 
 
 def _thermo_bwd(rows, kind, res, g):
     e, scale, m, log_s = res
+    return _thermo_backward(e, Stream((e,), rows), scale, m, log_s, g, kind)
+
+
+def _thermo_backward(e, stream: Stream, scale, m, log_s, g, kind):
+    """``(∂/∂E, ∂/∂scale)``: ``p`` elementwise from ``e`` and one reduction over ``stream`` (of ``e``,
+    sharded or not) for the scale's derivative."""
     k = scale[..., None]
-    stream = Stream((e,), rows)
     # the gradient's elementwise pass reads its own copy: XLA may not share it with the reduction
-    p = jnp.exp(_scaled(_up(_isolated(e, rows)), m, k, kind) - log_s)
+    p = jnp.exp(_scaled(_up(_isolated(e, stream.rows)), m, k, kind) - log_s)
     g = g[..., None]
     if kind == BETA:  # d log Z/dβ = E_p[z] = m + E_p[z - m]
         mean = stream.sum(lambda x, m, k, ls: jnp.exp(_scaled(x, m, k, kind) - ls)
