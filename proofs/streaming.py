@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from hypothesis import strategies as st
 
+import vfe
 from proofs.catalogue import Claim
 from vfe import linear_cross_entropy as lce
 from vfe import sharding, streaming
@@ -54,7 +55,7 @@ CLAIMS = (
                   r"\log\sum_k\sum_{i \in k} e^{z_i - m} - \sum_k [y \in k](z_y - m)$ with "
                   r"$m = \max_k \max_{i\in k} z_i$",
         functions=("vfe.sharding.sharded_cross_entropy_with_integer_labels",
-                   "vfe.sharding.sharded_linear_cross_entropy"),
+                   "vfe.sharding.sharded_linear_cross_entropy", "vfe.sharding.sharded_kl_divergence_from_logits"),
     ),
 )
 
@@ -379,5 +380,41 @@ S3_LINEAR_SUM = Derivation(
              r"vfe.sharding.shard_linear_total on 4 simulated devices: each chunk's $(m_k, s_k)$ merged by pmax and "
              r"psum (S1) before its gradients; $\partial_h$ psum-ed, $\partial_W$ left on its device",
              lambda h, w, y: _linear_total_simulated(h, w, y, 4, (3, 4))),
+    ],
+)
+
+
+def _kl_simulated(a, b, p, formula):
+    """vfe.streaming's KL passes for ``formula`` on ``p`` simulated devices (a Stream given the named
+    axis: each reduction pmax/psum-ed, each lax.cond agreed): what vfe.sharding runs on each shard."""
+    def device(al, bl):
+        stream = streaming.Stream((al, bl), streaming.rows_for(al.shape[-1], None), "vocab")
+        return streaming._KL_FORWARD[formula](stream)[0]
+
+    return jax.vmap(device, axis_name="vocab")(_shards(a, p), _shards(b, p))[0]
+
+
+S3_KL = Derivation(
+    claim="S3",
+    title="Vocabulary-sharded KL between two logit tensors equals the unsharded one, in both formulas",
+    statement=r"\mathrm{KL}(\mathrm{softmax}(a)\,\|\,\mathrm{softmax}(b)):\ "
+              r"	ext{every row statistic } \max_i,\ \sum_i 	ext{ of the passes is } "
+              r"\max_k \max_{i\in k},\ \sum_k \sum_{i \in k}",
+    inputs=st.fixed_dictionaries({"a": _LOGITS, "b": _LOGITS}),
+    steps=[
+        Step(r"\mathrm{KL}(p\,\|\,q) = \sum_i p_i (\log p_i - \log q_i)",
+             r"definition ($+\infty$ where $b$ masks a class $a$ allows); vfe.kl_divergence_from_logits (vfe.information)",
+             lambda a, b: vfe.kl_divergence_from_logits(a, b)),
+        Step(r"	ext{the accurate formula's passes, } P = 4",
+             "vfe.streaming's cancellation-free passes on 4 simulated devices of 3 classes: each maximum a pmax, each "
+             "sum a psum, the shift's fallback and the far-row branch agreed by a pmin",
+             lambda a, b: _kl_simulated(a, b, 4, "accurate")),
+        Step(r"	ext{the same, } P = 3", "… on 3 simulated devices of 4 classes",
+             lambda a, b: _kl_simulated(a, b, 3, "accurate")),
+        Step(r"\sum_k\sum_{i\in k} p_i(a_i - b_i) - (\mathrm{lse}\,a - \mathrm{lse}\,b),\ P = 4",
+             "the direct formula's passes (lse b, lse a, the weighted sum) on 4 simulated devices",
+             lambda a, b: _kl_simulated(a, b, 4, "direct")),
+        Step(r"\mathrm{KL}(p\,\|\,q)\ 	ext{(unsharded library)}", "vfe.streaming.kl_divergence_from_logits",
+             lambda a, b: streaming.kl_divergence_from_logits(a, b)),
     ],
 )

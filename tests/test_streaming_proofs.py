@@ -12,9 +12,10 @@ from strategies import examples
 
 from proofs import streaming as PS
 from vfe import sharding
+from vfe import streaming as ST
 from vfe.derivation import FAILED, PROVED
 
-DERIVATIONS = [PS.S1, PS.S2, PS.S2_ENTROPY, PS.S3, PS.S3_LINEAR, PS.S3_LINEAR_SUM]
+DERIVATIONS = [PS.S1, PS.S2, PS.S2_ENTROPY, PS.S3, PS.S3_LINEAR, PS.S3_LINEAR_SUM, PS.S3_KL]
 
 
 @pytest.mark.parametrize("derivation", DERIVATIONS, ids=lambda d: f"{d.claim}-{d.title[:30]}")
@@ -105,6 +106,14 @@ def _dh_from_one_shard(h, w, y):
     return jnp.concatenate([jnp.sum(_per_token_head_loss(h, w, y))[None], dh.ravel(), dw.ravel()])
 
 
+def _kl_of_each_shard_alone(a, b):
+    """The accurate KL passes on 4 devices with no collective: device 0's KL of its own 3 classes."""
+    def device(al, bl):
+        return ST._KL_FORWARD["accurate"](ST.Stream((al, bl), ST.rows_for(al.shape[-1], None)))[0]
+
+    return jax.vmap(device)(PS._shards(a, 4), PS._shards(b, 4))[0]
+
+
 PLANTED = {
     "S1 sum of the partial lse": (PS.S1, 4, lambda z, k: jnp.sum(jnp.stack(PS._split(z, k)))),
     "S2 no rescale of s": (PS.S2, 3, lambda z: PS._online_lse(z, rescale=False)),
@@ -114,6 +123,8 @@ PLANTED = {
     "S3 label logit from every shard": (PS.S3, 3, lambda z, y: _label_from_every_shard(z, y, 4)),
     "S3 summed head counts the overlap twice": (PS.S3_LINEAR_SUM, 2, _overlap_token_counted_twice),
     "S3 summed head, dh of one shard": (PS.S3_LINEAR_SUM, 3, _dh_from_one_shard),
+    "S3 KL, each shard's passes alone": (PS.S3_KL, 2, _kl_of_each_shard_alone),
+    "S3 KL direct, arguments swapped": (PS.S3_KL, 4, lambda a, b: PS._kl_simulated(b, a, 4, "direct")),
 }
 
 
