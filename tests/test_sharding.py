@@ -179,7 +179,7 @@ def _soft_ce_per_device(q, z, p):
     g = jnp.cos(jnp.arange(z.shape[0]))
 
     def body(ql, zl):
-        value, stats = ST._soft_ce_forward(ST.Stream((zl, ql), ST.rows_for(zl.shape[-1], None), "vocab"))
+        value, stats = ST._soft_ce_forward(ST.Stream((zl, ql), ST.rows_for(zl.shape[-1], None), "vocab"), True)
         return (value, *ST._soft_ce_bwd(None, (ql, zl, *stats), g))
 
     value, dq, dz = jax.vmap(body, axis_name="vocab")(_split(q, p), _split(z, p))

@@ -376,21 +376,22 @@ def sharded_cross_entropy_from_logits(p: Float[Array, "*batch V"], logits: Float
     return _soft_ce_vjp(p, z, layout, implementation)
 
 
-def _soft_ce_stats(p, z, layout, implementation):
+def _soft_ce_stats(p, z, layout, implementation, with_mass):
     def body(pl, zl):
-        value, stats = _st._soft_ce_forward(layout.stream((zl, pl), implementation))
+        value, stats = _st._soft_ce_forward(layout.stream((zl, pl), implementation), with_mass)
         return value, tuple(x[..., 0] for x in stats)
 
-    return layout.map(body, (layout.logits,) * 2, (layout.tokens, (layout.tokens,) * 3))(p, z)
+    stats = (layout.tokens,) * (3 if with_mass else 2)
+    return layout.map(body, (layout.logits,) * 2, (layout.tokens, stats))(p, z)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _soft_ce_vjp(p, z, layout, implementation):
-    return _soft_ce_stats(p, z, layout, implementation)[0]
+    return _soft_ce_stats(p, z, layout, implementation, with_mass=False)[0]
 
 
 def _soft_ce_fwd(p, z, layout, implementation):
-    value, stats = _soft_ce_stats(p, z, layout, implementation)
+    value, stats = _soft_ce_stats(p, z, layout, implementation, with_mass=True)
     return value, (p, z, *stats)
 
 

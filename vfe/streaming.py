@@ -560,12 +560,15 @@ def cross_entropy_from_logits(p: Float[Array, "*batch n"], logits: Float[Array, 
     r"""Cross-entropy of ``softmax(logits)`` relative to target probabilities ``p``, streamed.
 
     .. math::
-        H(p, \mathrm{softmax}(z)) = \sum_i p_i\big(\log s - (z_i - m)\big)
-        = P \log s - u, \qquad P = \sum_i p_i,\quad u = \sum_i p_i (z_i - m)
+        H(p, \mathrm{softmax}(z)) = \sum_i p_i\big(\log s - (z_i - c)\big),\qquad
+        s = \sum_i e^{z_i - c},\quad c \le \max_i z_i
 
-    Both terms are ``≥ 0``. ``+inf`` where a masked logit carries target mass (detected as
-    ``Σ_{masked} p_i > 0``); masked classes with ``p_i = 0`` contribute nothing. Masks are handled
-    with arithmetic (``max``), not selects, so that each sum stays one fused reduction on CPU.
+    Two passes: ``s``, then the sum of the terms ``-p_i \log q_i ≥ 0`` (no cancellation).
+    ``+inf`` where a masked logit carries target mass (its term carries ``finfo.max``, so the row
+    sum reaches ``finfo.max``); masked classes with ``p_i = 0`` contribute nothing. Masks are
+    handled with arithmetic (``max``, ``sign``), not selects, so that each sum stays one fused
+    reduction on CPU. The gradient's residuals add ``P = Σ_i p_i`` (a third pass, run only when
+    differentiating).
 
     Gradients: ``∂/∂z_i = P q_i - p_i`` and ``∂/∂p_i = -\log q_i`` (``finfo.max`` where ``q_i = 0``
     because the class is masked), ``q = softmax(z)``.
@@ -615,22 +618,30 @@ def _masked(x, m):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _soft_ce_vjp(p, z, rows):
-    return _soft_ce_forward(Stream((z, p), rows))[0]
+    return _soft_ce_forward(Stream((z, p), rows), with_mass=False)[0]
 
 
-def _soft_ce_forward(stream: Stream):
-    """``(CE, (m, log s, mass))`` of the stream's ``(logits, p)`` (sharded or not), statistics ``[..., 1]``."""
-    m, s, u = shifted_sums(stream, stream.guess(0), (lambda x, w, m: jnp.exp(x - m),
-                                                     lambda x, w, m: w * _finite_gap(x, m)[0]))
+def _soft_ce_term(x, w, c, log_s):
+    """``-w_i log q_i = w_i(log s - (x_i - c))``, plus ``finfo.max`` where ``w_i > 0`` on a masked
+    logit: a row sum that reaches ``finfo.max`` is ``CE = +∞`` (a finite CE that large would need
+    logits near ``finfo.max``)."""
+    lost = _masked(x, c) * jnp.sign(w)
+    return w * (log_s - _finite_gap(x, c)[0]) + lost * _like(c, jnp.finfo(x.dtype).max)
+
+
+def _soft_ce_forward(stream: Stream, with_mass: bool):
+    """``(CE, (c, log s[, mass]))`` of the stream's ``(logits, p)`` (sharded or not), statistics
+    ``[..., 1]``: two passes, ``s = Σ e^{z - c}`` and the sum of :func:`_soft_ce_term`; a third,
+    ``mass = Σ p``, for the gradient only."""
+    c, s = shifted_sums(stream, stream.guess(0), (lambda x, w, c: jnp.exp(x - c),))
     log_s = jnp.log(s)
-    mass = stream.sum(lambda x, w: w)
-    lost = stream.sum(lambda x, w, m: w * _masked(x, m), m)
-    value = jnp.where(lost > 0, jnp.inf, mass * log_s - u)
-    return value[..., 0], (m, log_s, mass)
+    total = stream.sum(_soft_ce_term, c, log_s)
+    value = jnp.where(total >= jnp.finfo(total.dtype).max, jnp.inf, total)
+    return value[..., 0], (c, log_s) + ((stream.sum(lambda x, w: w),) if with_mass else ())
 
 
 def _soft_ce_fwd(p, z, rows):
-    value, stats = _soft_ce_forward(Stream((z, p), rows))
+    value, stats = _soft_ce_forward(Stream((z, p), rows), with_mass=True)
     return value, (p, z, *stats)
 
 
