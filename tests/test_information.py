@@ -137,12 +137,14 @@ def test_cross_entropy_with_integer_labels_matches_oracle(dtype, data):
 
 
 def _kl_logits_scale(a, b, exact):
-    """KL's slope in d_i is p_i - q_i; d_i is rounded relative to the logits' magnitude."""
+    """KL's slope in d_i is p_i - q_i; d_i is rounded relative to the logits' magnitude, and so are
+    p and q themselves (``e^{a - lse(a)}`` carries the absolute rounding of ``lse(a)`` as a relative
+    error), which scales every term of KL: ``m·(|KL| + Σ|p - q|)``."""
     p, q = np.exp(O.rowwise(O.log_softmax, a)), np.exp(O.rowwise(O.log_softmax, b))
     m = 1 + 4 * _logit_magnitude(a, b) + np.log(a.shape[-1])
     # + 1e-90: the 100-digit oracle's own resolution (its d is a rounding residue ~1e-100 when the
     # two rows differ by a constant, giving KL ~1e-200 where the truth is 0)
-    return np.where(np.isfinite(exact), np.abs(exact), 0) + np.sum(np.abs(p - q), -1) * m + 1e-90
+    return (np.where(np.isfinite(exact), np.abs(exact), 0) + np.sum(np.abs(p - q), -1)) * m + 1e-90
 
 
 @pytest.mark.parametrize("dtype", FLOATS)

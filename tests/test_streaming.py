@@ -155,9 +155,10 @@ def _oracle_and_scale(name, args, dtype):
         # the accurate form rounds in proportion to how far p is from q, plus the square of the
         # rounding of its reference (_reference_floor), here in units of rtol; the definition (the
         # direct formula) rounds the log-normalisers whatever p and q, like the naive formula
+        # (p and q carry the rounding of the log-normalisers as a relative error: m·|KL|)
         far = np.sum(np.abs(p - q), -1) if name == "kl" else 1.0
         floor = _reference_floor(a, b, dtype) / O.rtol(dtype, n)
-        return exact, np.where(np.isfinite(exact), np.abs(exact), 0) + far * m + floor
+        return exact, (np.where(np.isfinite(exact), np.abs(exact), 0) + far) * m + floor
     if name == "log_partition":
         e, b = args
         exact = O.rowwise(O.log_partition, e, extra=(b,))
