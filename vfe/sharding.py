@@ -351,8 +351,8 @@ def sharded_cross_entropy_from_logits(p: Float[Array, "*batch V"], logits: Float
                                       implementation: str | None = None) -> Float[Array, "*batch"]:
     r"""Cross-entropy ``H(p, softmax(z))`` of soft targets, both sharded alike over ``vocab_axis``.
 
-    .. math:: H(p, q) = (\textstyle\sum_i p_i)\log s - \sum_i p_i (z_i - m),\qquad
-              \text{each sum a } \operatorname{psum}_k \text{ of the slices' sums}
+    .. math:: H(p, q) = \sum_i p_i\big(\log s - (z_i - c)\big),\qquad
+              s = \operatorname{psum}_k \sum_{i\in k} e^{z_i - c},\quad \text{the outer sum a } \operatorname{psum}_k
 
     The passes of :func:`vfe.streaming.cross_entropy_from_logits` on each device's slices, every
     row statistic completed by a ``pmax``/``psum``; ``+inf`` where ``p`` puts mass on a masked
