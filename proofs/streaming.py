@@ -398,23 +398,23 @@ S3_KL = Derivation(
     claim="S3",
     title="Vocabulary-sharded KL between two logit tensors equals the unsharded one, in both formulas",
     statement=r"\mathrm{KL}(\mathrm{softmax}(a)\,\|\,\mathrm{softmax}(b)):\ "
-              r"	ext{every row statistic } \max_i,\ \sum_i 	ext{ of the passes is } "
+              r"\text{every row statistic } \max_i,\ \sum_i \text{ of the passes is } "
               r"\max_k \max_{i\in k},\ \sum_k \sum_{i \in k}",
     inputs=st.fixed_dictionaries({"a": _LOGITS, "b": _LOGITS}),
     steps=[
         Step(r"\mathrm{KL}(p\,\|\,q) = \sum_i p_i (\log p_i - \log q_i)",
              r"definition ($+\infty$ where $b$ masks a class $a$ allows); vfe.kl_divergence_from_logits (vfe.information)",
              lambda a, b: vfe.kl_divergence_from_logits(a, b)),
-        Step(r"	ext{the accurate formula's passes, } P = 4",
+        Step(r"\text{the accurate formula's passes, } P = 4",
              "vfe.streaming's cancellation-free passes on 4 simulated devices of 3 classes: each maximum a pmax, each "
              "sum a psum, the shift's fallback and the far-row branch agreed by a pmin",
              lambda a, b: _kl_simulated(a, b, 4, "accurate")),
-        Step(r"	ext{the same, } P = 3", "… on 3 simulated devices of 4 classes",
+        Step(r"\text{the same, } P = 3", "… on 3 simulated devices of 4 classes",
              lambda a, b: _kl_simulated(a, b, 3, "accurate")),
         Step(r"\sum_k\sum_{i\in k} p_i(a_i - b_i) - (\mathrm{lse}\,a - \mathrm{lse}\,b),\ P = 4",
              "the direct formula's passes (lse b, lse a, the weighted sum) on 4 simulated devices",
              lambda a, b: _kl_simulated(a, b, 4, "direct")),
-        Step(r"\mathrm{KL}(p\,\|\,q)\ 	ext{(unsharded library)}", "vfe.streaming.kl_divergence_from_logits",
+        Step(r"\mathrm{KL}(p\,\|\,q)\ \text{(unsharded library)}", "vfe.streaming.kl_divergence_from_logits",
              lambda a, b: streaming.kl_divergence_from_logits(a, b)),
     ],
 )

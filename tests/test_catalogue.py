@@ -103,6 +103,16 @@ def test_rendering_shows_each_claim_its_status_and_the_pending_ones():
     assert "| E9 |" in text and "### E9: pending" in text
 
 
+def test_derivation_texts_have_no_control_characters():
+    """A LaTeX command in a string that is not raw loses its backslash to an escape ("\\text" becomes a
+    tab and "ext", "\\frac" a form feed, "\\beta" a backspace): no title, statement or step has one."""
+    bad = []
+    for derivation in DERIVATIONS:
+        texts = [derivation.title, derivation.statement] + [t for step in derivation.steps for t in (step.latex, step.why)]
+        bad += [(derivation.claim, text[:60]) for text in texts if any(ord(ch) < 32 or ord(ch) == 127 for ch in text)]
+    assert not bad, bad
+
+
 def test_figures_of_the_document_are_committed():
     from proofs.figures import FIGURES
 

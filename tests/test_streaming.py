@@ -114,15 +114,20 @@ def _draw(name, data, dtype, n, *, edge=True, batch=S.BATCH):
     raise KeyError(name)
 
 
-def _reference_floor(a, b, dtype):
-    """``(n·eps·max|a_i - b_i|)²`` per row (over the classes where both are finite): the accurate KL's
-    absolute error floor. Its reference ``r = E_q[a - b]`` is rounded by at most ``n·eps·max|a - b|``,
-    and an error ``e`` in ``r`` adds ``e²/2`` (see vfe.streaming.kl_divergence_from_logits); e.g. for
-    ``b = a + c`` (KL exactly 0) it returns about ``(eps·c)²``, not 0."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    both = np.isfinite(a) & np.isfinite(b)
-    spread = np.max(np.abs(np.where(both, a, 0.0) - np.where(both, b, 0.0)), axis=-1)
-    return (a.shape[-1] * np.finfo(dtype).eps * spread) ** 2
+def _difference_floor(a, b, dtype):
+    """``eps·M·(E_p|log p - log q| + eps·M)`` per row, ``M = max|a_i - b_i|`` over the classes where both
+    are finite: the accurate KL's absolute error floor. It works with ``δ_i = a_i - b_i`` rounded in the
+    input dtype (by up to ``eps·M``; exactly when ``a_i``, ``b_i`` are within a factor 2), and
+    ``KL = Σ_i q_i ψ(x_i)``, ``x = δ - ref``, moves by ``Σ q ψ'(x) e = Σ q x e^x e ≤ eps·M·E_p|x|``
+    at first order and ``(eps·M)²/2`` at second (``ψ'' ≈ 1``); its other roundings are relative
+    to KL. E.g. for ``b = a + c`` (KL exactly 0) it is about ``(eps·c)²``, not 0."""
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    both = np.isfinite(a64) & np.isfinite(b64)
+    spread = np.max(np.abs(np.where(both, a64, 0.0) - np.where(both, b64, 0.0)), axis=-1)
+    log_p, log_q = O.rowwise(O.log_softmax, a), O.rowwise(O.log_softmax, b)
+    mean_gap = np.sum(np.exp(log_p) * O.finite_part(np.abs(log_p - log_q)), axis=-1)
+    rounded = np.finfo(dtype).eps * spread
+    return rounded * (mean_gap + rounded)
 
 
 def _oracle_and_scale(name, args, dtype):
@@ -152,12 +157,12 @@ def _oracle_and_scale(name, args, dtype):
         exact = O.rowwise(O.kl_from_logits, a, b)
         p, q = np.exp(O.rowwise(O.log_softmax, a)), np.exp(O.rowwise(O.log_softmax, b))
         m = 1 + 4 * _magnitude(a, b) + np.log(n)
-        # the accurate form rounds in proportion to how far p is from q, plus the square of the
-        # rounding of its reference (_reference_floor), here in units of rtol; the definition (the
+        # the accurate form rounds in proportion to how far p is from q, plus the floor of the
+        # rounding of a - b (_difference_floor), here in units of rtol; the definition (the
         # direct formula) rounds the log-normalisers whatever p and q, like the naive formula
         # (p and q carry the rounding of the log-normalisers as a relative error: m·|KL|)
         far = np.sum(np.abs(p - q), -1) if name == "kl" else 1.0
-        floor = _reference_floor(a, b, dtype) / O.rtol(dtype, n)
+        floor = _difference_floor(a, b, dtype) / O.rtol(dtype, n)
         return exact, (np.where(np.isfinite(exact), np.abs(exact), 0) + far) * m + floor
     if name == "log_partition":
         e, b = args
@@ -216,16 +221,20 @@ KL_RTOL = {np.float32: 1e-3, np.float64: 1e-10}  # the claim of vfe.kl_divergenc
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("impl", ["blocked", "fused"])
 @settings(max_examples=S.examples(10))
-@given(pair=S.close_pair(16))
-def test_kl_is_accurate_and_non_negative_for_close_distributions(impl, dtype, pair):
+@given(pair=S.close_pair(16), offset=st.sampled_from([0.0, 5.0, 1e3]))
+def test_kl_is_accurate_and_non_negative_for_close_distributions(impl, dtype, pair, offset):
     """p ≈ q (relative 1e-6): relative error below 1e-3 (float32) / 1e-10 (float64) of KL itself,
     as for vfe.kl_divergence_from_logits, where Σ p log(p/q) is mostly rounding noise; plus the
-    absolute floor of _reference_floor (far below these KL values, but not 0 when KL = 0 exactly)."""
-    a, b = (S.cast(np.log(x), dtype) for x in pair)
+    absolute floor of _difference_floor, the rounding of a - b: far below these KL values when the
+    logits are log p and log q, and the whole error allowed when ``offset`` is added to b's logits
+    (at 5 in float32 about 4e-13, as large as KL: the former accurate form, whose reference
+    ``E_q[a - b]`` was rounded by up to ``n·eps·5`` and erred by that error squared, was off by
+    1.0e-12 there, and in float64 by 1.6e-30 against 1.2e-30)."""
+    a, b = (S.cast(np.log(x) + shift, dtype) for x, shift in zip(pair, (0.0, offset)))
     got = np.asarray(VALUE["kl"](_rows(impl, 16), a, b), np.float64)
     exact = O.rowwise(O.kl_from_logits, a, b)
     assert np.all(got >= 0), got
-    O.assert_close(got, exact, KL_RTOL[dtype] * exact + _reference_floor(a, b, dtype), f"KL, p ≈ q, {impl}")
+    O.assert_close(got, exact, KL_RTOL[dtype] * exact + _difference_floor(a, b, dtype), f"KL, p ≈ q, {impl}")
 
 
 # ============================================================================ derivatives

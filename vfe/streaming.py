@@ -667,28 +667,33 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
     r"""``KL(softmax(a) ‖ softmax(b))``, streamed, ``≥ 0``; with the default ``formula`` accurate when
     the two are close.
 
-    With ``q = softmax(b)``, ``δ = a - b`` and ``r = E_q[δ]`` (over the classes where both logits
-    are finite, ``F``), ``x_i = δ_i - r`` has ``E_q[x] = 0``, ``p_i = q_i e^{x_i}/\sum_F q_j e^{x_j}``, and
+    With ``q = softmax(b)``, ``δ = a - b``, any reference ``r`` (here ``lse a - lse b``) and
+    ``x = δ - r``, ``p_i = q_i e^{x_i}/Z`` with ``Z = Σ_i q_i e^{x_i}``, and
 
     .. math::
-        \mathrm{KL}(p\|q) = \frac{A}{1 + B - M} - \log(1 + B - M),\qquad
-        A = \sum_F q_i x_i \operatorname{expm1}(x_i),\quad B = \sum_F q_i\,\varphi(x_i),
+        \mathrm{KL}(p\|q) = S e^{-t} - \varphi(-t),\qquad
+        S = \sum_i q_i\,\psi(x_i),\quad t = \log Z = \operatorname{log1p}(T),\quad
+        T = \sum_i q_i \operatorname{expm1}(x_i),
 
-    where ``φ(x) = e^x - 1 - x ≥ 0`` and ``M`` is the mass of ``q`` on the classes ``a`` masks.
-    ``A, B ≥ 0`` are sums without cancellation, so for ``p ≈ q`` the divergence keeps its relative
-    accuracy instead of being the difference of two rounded log-normalisers (an error ``ε`` in
-    ``r`` adds only ``ε²/2``). Five passes over the logits: ``max b``, ``Σ e^{b - max b}``, ``r``,
-    the masks, then ``A`` and ``B``. Rows where ``e^x`` overflows (``A`` or ``B`` not finite) or
-    where ``a`` masks more than half of ``q``'s mass use ``Σ p_i(\log p_i - \log q_i)``, whose
-    rounding is small against their divergence; its three extra passes run only when some row
-    needs them (a :func:`jax.lax.cond`).
+    where ``ψ(x) = 1 + (x - 1)e^x ≥ 0`` and ``φ(x) = e^x - 1 - x ≥ 0`` (exact for every ``r``;
+    ``ψ(x_i) → 1`` where ``a`` masks a class). ``S`` is a sum of non-negative terms, each to a few
+    ulps; ``t`` is small (the rounding of ``r``) and ``T``'s own rounding enters multiplied by
+    ``S + t``, a second-order error: so for ``p ≈ q``
+    the divergence keeps its relative accuracy instead of being the difference of two rounded
+    log-normalisers. Its floor is the rounding of ``δ`` itself (``a_i - b_i`` in the input's
+    precision: an absolute error of about ``ε·max|δ|·(E_p|\log p - \log q| + ε·max|δ|)``, exactly 0
+    where ``a_i`` and ``b_i`` are within a factor 2). Four passes over the logits: ``lse b``,
+    ``lse a``, ``T`` and ``S``. Rows where ``e^x`` overflows (``T`` or ``S`` not finite), where ``a``
+    masks more than half of ``q``'s mass (``T ≤ -1/2``) or where ``b`` masks a class that ``a``
+    allows use ``Σ p_i(\log p_i - \log q_i)``, whose rounding is small against their divergence;
+    its pass runs only when some row needs it (a :func:`jax.lax.cond`).
 
     ``formula="direct"`` evaluates the definition instead,
 
     .. math:: \mathrm{KL}(p\|q) = \sum_i p_i (a_i - b_i) - \big(\operatorname{lse}(a) - \operatorname{lse}(b)\big),
 
-    in three light passes (``lse b``, ``lse a``, the weighted sum) and less than half the time
-    of the accurate form: its rounding is the naive formula's, an absolute error of a few
+    in three light passes (``lse b``, ``lse a``, the weighted sum) and about half the time of the
+    accurate form: its rounding is the naive formula's, an absolute error of a few
     ``ε·(1 + log n + E_p|a - b|)`` (``ε`` the float32 or float64 epsilon), so for ``p ≈ q`` it
     returns rounding noise, clamped at 0. Meant for distributions that differ by more than that
     (distillation, comparing models); the accurate form for regularisers near ``p = q``.
@@ -727,20 +732,10 @@ def _gap(x, r):
 
 
 def _kl_pieces(a, b, mb, log_sb):
-    """``(q, δ, both)`` elementwise: ``q = softmax(b)``; ``δ = a - b`` (exact when ``a ≈ b``: no
-    maximum is subtracted first), kept finite where a logit is masked; ``both`` is 1 where ``a``
-    and ``b`` are both finite, else 0 (masks made of arithmetic, not selects; constants through
-    :func:`_like`)."""
-    ca, gap_a = _gap(a, mb)
-    cb, gap_b = _gap(b, mb)
-    both = _like(mb, 1.0) + jnp.maximum(gap_a + gap_b, _like(mb, -1.0))
-    return jnp.exp((b - mb) - log_sb), ca - cb, both
-
-
-# The summands of the KL forward pass, one reduction each (see kl_divergence_from_logits).
-def _kl_weighted_delta(a, b, mb, log_sb):
-    q, delta, both = _kl_pieces(a, b, mb, log_sb)
-    return q * both * delta
+    """``(q, δ)`` elementwise: ``q = softmax(b)`` and ``δ = a - b`` with both logits clamped at
+    ``-finfo.max`` (finite: 0 where both are masked, ``≈ -finfo.max`` where only ``a`` is,
+    ``≈ finfo.max`` where only ``b`` is; exact when ``a ≈ b``: no maximum is subtracted first)."""
+    return jnp.exp((b - mb) - log_sb), _gap(a, mb)[0] - _gap(b, mb)[0]
 
 
 def _kl_masked(a, b, r):
@@ -754,59 +749,62 @@ def _kl_escapes(a, b, r):
     return (_like(r, 1.0) - masked_a) * masked_b
 
 
-def _kl_masks(a, b, mb, log_sb):
-    """``q`` where ``a`` is masked, plus 4 where only ``b`` is: the row sum is the mass ``M`` that ``a``
-    masks (``< 4``), and ``≥ 4`` exactly when ``b`` masks a class that ``a`` allows (``KL = +∞``)."""
-    masked_a = _kl_masked(a, b, mb)[0]
-    return jnp.exp((b - mb) - log_sb) * masked_a + _like(mb, 4.0) * _kl_escapes(a, b, mb)
-
-
-def _kl_x(a, b, mb, log_sb, ref):
-    """``(w, x)``: ``w = q·both`` and ``x = (δ - r)·both``."""
-    q, delta, both = _kl_pieces(a, b, mb, log_sb)
-    return q * both, (delta - ref) * both
-
-
-def _kl_a(*v):
-    w, x = _kl_x(*v)
-    return w * x * jnp.expm1(x)
-
-
-def _kl_b(*v):
-    w, x = _kl_x(*v)
-    return w * _phi(x, v[2])
-
-
-def _kl_log_ratio(a, b, ma, mb, log_sa, log_sb):
-    """``log p - log q``, with ``-finfo.max`` standing for ``log 0`` (finite: no ``-inf - (-inf)``
-    where both are masked; ``≈ -finfo.max`` where only ``a`` is, ``≈ finfo.max`` where only ``b`` is)."""
-    return (_finite_gap(a, ma)[0] - log_sa) - (_finite_gap(b, mb)[0] - log_sb)
-
-
-def _kl_far(a, b, ma, mb, log_sa, log_sb):
-    return jnp.exp((a - ma) - log_sa) * _kl_log_ratio(a, b, ma, mb, log_sa, log_sb)
-
-
 _SERIES_RADIUS = 0.125
 
 
-def _phi(x, r):
-    r"""``φ(x) = e^x - 1 - x ≥ 0`` to a few ulps (``r``: a row statistic, for the constants).
+def _series_or_direct(x, r, coefficients, direct):
+    r"""``Σ_k c_k x^k`` (``coefficients`` from ``k = 2``) for ``|x| ≤ 1/8``, ``direct(x)`` elsewhere.
 
-    Its Taylor series ``Σ_{k≥2} x^k/k!`` for ``|x| ≤ 1/8`` (degree 6 in float32, 12 in float64:
-    the first omitted term is below 2e-8 / 5e-19 of the sum), ``expm1(x) - x`` elsewhere (the
-    cancellation costs at most a factor 16). The switch is arithmetic (a weight that is exactly
-    0 or 1 away from ``|x| = 1/8``), not a select, and the polynomial is short, so that a
-    reduction of ``φ`` stays one fused loop on XLA:CPU."""
-    degree = 12 if jnp.finfo(x.dtype).bits > 32 else 6
-    # bounds as row scalars (see _like): XLA:CPU's fused reductions take no clamp by constants
+    The switch is arithmetic (a weight that is exactly 0 or 1 away from ``|x| = 1/8``), not a
+    select, and the constants are row scalars made from the statistic ``r`` (:func:`_like`), so
+    that a reduction of the result stays one fused loop on XLA:CPU."""
     xs = jnp.minimum(jnp.maximum(x, _like(r, -_SERIES_RADIUS)), _like(r, _SERIES_RADIUS))
-    series = _like(r, 1.0 / math.factorial(degree))
-    for k in range(degree - 1, 1, -1):
-        series = series * xs + 1.0 / math.factorial(k)
+    series = _like(r, coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        series = series * xs + c
     series = series * xs * xs
-    direct = jnp.minimum(jnp.maximum((jnp.abs(x) - _SERIES_RADIUS) * 2.0 ** 60, _like(r, 0.0)), _like(r, 1.0))
-    return direct * (jnp.expm1(x) - x) + (1.0 - direct) * series
+    weight = jnp.minimum(jnp.maximum((jnp.abs(x) - _SERIES_RADIUS) * 2.0 ** 60, _like(r, 0.0)), _like(r, 1.0))
+    return weight * direct(x) + (1.0 - weight) * series
+
+
+def _degree(x, float32: int, float64: int) -> int:
+    return float64 if jnp.finfo(x.dtype).bits > 32 else float32
+
+
+def _phi(x, r):
+    r"""``φ(x) = e^x - 1 - x ≥ 0`` to a few ulps: its Taylor series ``Σ_{k≥2} x^k/k!`` for ``|x| ≤ 1/8``
+    (degree 6 in float32, 12 in float64: the first omitted term is below 2e-8 / 5e-19 of the sum),
+    ``expm1(x) - x`` elsewhere (the cancellation costs at most a factor 16)."""
+    degree = _degree(x, 6, 12)
+    return _series_or_direct(x, r, [1.0 / math.factorial(k) for k in range(2, degree + 1)],
+                             lambda x: jnp.expm1(x) - x)
+
+
+def _psi(x, r):
+    r"""``ψ(x) = 1 + (x - 1)e^x = Σ_{k≥2} (k - 1)x^k/k! ≥ 0`` to a few ulps: the series for ``|x| ≤ 1/8``
+    (degree 7 in float32, 12 in float64: the first omitted term is below 2e-9 / 5e-19 of the sum),
+    ``(x - 1)expm1(x) + x`` elsewhere (cancellation: at most a factor 16), with ``x`` clamped at
+    ``-1000`` there so that ``ψ(-∞) = 1``."""
+    degree = _degree(x, 7, 12)
+
+    def direct(x):
+        x = jnp.maximum(x, _like(r, -_CUT))
+        return (x - 1.0) * jnp.expm1(x) + x
+
+    return _series_or_direct(x, r, [(k - 1) / math.factorial(k) for k in range(2, degree + 1)], direct)
+
+
+# The summands of the accurate KL (see kl_divergence_from_logits), one reduction each.
+def _kl_t(a, b, mb, log_sb, ref):
+    """``q_i expm1(x_i)``, ``x = δ - ref``: the row sum is ``T = Σ_i q_i e^{x_i} - 1``."""
+    q, delta = _kl_pieces(a, b, mb, log_sb)
+    return q * jnp.expm1(delta - ref)
+
+
+def _kl_s(a, b, mb, log_sb, ref):
+    """``q_i ψ(x_i) ≥ 0``, ``x = δ - ref``."""
+    q, delta = _kl_pieces(a, b, mb, log_sb)
+    return q * _psi(delta - ref, ref)
 
 
 class _KLStats(NamedTuple):
@@ -814,41 +812,19 @@ class _KLStats(NamedTuple):
 
     mb: jax.Array
     log_sb: jax.Array
-    ref: jax.Array
-    shift: jax.Array  # log(1 + B - M): log p = log q + x - shift on near rows
-    near: jax.Array
-    ma: jax.Array  # max a and log Σ e^{a - max a}: on far rows only (0 elsewhere)
+    ref: jax.Array  # lse a - lse b
+    shift: jax.Array  # log p - log q = δ - ref - shift (shift = log(1 + T) on near rows, else 0)
+    near: jax.Array  # the accurate form's rows (p from q and log p - log q); all, for the direct formula
+    ma: jax.Array
     log_sa: jax.Array
 
 
-def _kl_forward(stream: Stream):
-    """``(KL, _KLStats)`` of the logits ``(a, b)`` of ``stream`` (any floating dtype; upcast as they
-    are read; sharded or not)."""
+def _kl_log_normalisers(stream: Stream):
+    """``(ma, log sa, mb, log sb, lse a - lse b)``: two passes, one per log-normaliser (:func:`shifted_sums`)."""
     mb, sb = shifted_sums(stream, stream.guess(1), (lambda x, y, m: jnp.exp(y - m),), index=1)
-    log_sb = jnp.log(sb)
-    stats = (mb, log_sb)
-    masks = stream.sum(_kl_masks, *stats)
-    lost, escape = jnp.where(masks >= 4.0, 0.0, masks), masks >= 4.0
-    ref = stream.sum(_kl_weighted_delta, *stats) / jnp.maximum(1.0 - lost, jnp.finfo(mb.dtype).tiny)  # E_q[δ | F]
-    big_a, big_b = stream.sum(_kl_a, *stats, ref), stream.sum(_kl_b, *stats, ref)
-    shift = jnp.log1p(big_b - lost)
-    accurate = jnp.maximum(big_a / (1.0 + big_b - lost) - shift, 0.0)
-    near = jnp.isfinite(big_a) & jnp.isfinite(big_b) & (lost <= 0.5)
-
-    def far_rows(_):
-        again = stream.again()
-        ma = again.max(0)
-        log_sa = jnp.log(again.sum(lambda x, y, m: jnp.exp(x - m), ma))
-        far = jnp.maximum(again.sum(_kl_far, ma, mb, log_sa, log_sb), 0.0)
-        return far, ma, log_sa
-
-    def no_far_rows(_):
-        zero = jnp.zeros_like(mb)
-        return zero, zero, zero
-
-    far, ma, log_sa = stream.cond(jnp.all(near | escape), no_far_rows, far_rows)
-    value = jnp.where(escape, jnp.inf, jnp.where(near, accurate, far))
-    return value[..., 0], _KLStats(mb, log_sb, ref, shift, near, ma, log_sa)
+    ma, sa = shifted_sums(stream, stream.guess(0), (lambda x, y, m: jnp.exp(x - m),))
+    log_sa, log_sb = jnp.log(sa), jnp.log(sb)
+    return ma, log_sa, mb, log_sb, (ma - mb) + (log_sa - log_sb)
 
 
 def _kl_direct_term(a, b, ma, log_sa, ref):
@@ -860,18 +836,35 @@ def _kl_direct_term(a, b, ma, log_sa, ref):
             + _kl_escapes(a, b, ref) * _like(ref, jnp.finfo(ref.dtype).max))
 
 
+def _kl_direct_sum(stream: Stream, ma, log_sa, ref):
+    """``Σ p (log p - log q)`` from the log-normalisers (one pass), ``+∞`` where ``b`` masks a class
+    that ``a`` allows, clamped at 0."""
+    total = stream.sum(_kl_direct_term, ma, log_sa, ref)
+    return jnp.where(total >= jnp.finfo(total.dtype).max, jnp.inf, jnp.maximum(total, 0.0))
+
+
+def _kl_forward(stream: Stream):
+    """``(KL, _KLStats)`` of the logits ``(a, b)`` of ``stream`` by the accurate form (any floating
+    dtype; upcast as they are read; sharded or not): the log-normalisers, ``T`` and ``S`` (four
+    passes), the direct sum for the rows it cannot take (a fifth pass, run only if some row needs it)."""
+    ma, log_sa, mb, log_sb, ref = _kl_log_normalisers(stream)
+    big_t = stream.sum(_kl_t, mb, log_sb, ref)
+    big_s = stream.sum(_kl_s, mb, log_sb, ref)
+    near = jnp.isfinite(big_t) & jnp.isfinite(big_s) & (big_t > -0.5)
+    shift = jnp.where(near, jnp.log1p(jnp.where(near, big_t, 0.0)), 0.0)
+    accurate = jnp.maximum(big_s * jnp.exp(-shift) - _phi(-shift, shift), 0.0)
+    far = stream.cond(jnp.all(near), lambda _: jnp.zeros_like(ref),
+                      lambda _: _kl_direct_sum(stream.again(), ma, log_sa, ref))
+    value = jnp.where(near, accurate, far)
+    return value[..., 0], _KLStats(mb, log_sb, ref, shift, near, ma, log_sa)
+
+
 def _kl_direct_forward(stream: Stream):
     """``(KL, _KLStats)`` by the definition ``Σ p (log p - log q)``: ``lse b``, ``lse a`` and the
-    sum, one pass each. In the statistics ``ref = lse(a) - lse(b)``, so that ``log p - log q =
-    δ - ref``; ``shift`` and ``near`` are those of a row where that holds (0, true)."""
-    mb, sb = shifted_sums(stream, stream.guess(1), (lambda x, y, m: jnp.exp(y - m),), index=1)
-    ma, sa = shifted_sums(stream, stream.guess(0), (lambda x, y, m: jnp.exp(x - m),))
-    log_sa, log_sb = jnp.log(sa), jnp.log(sb)
-    ref = (ma - mb) + (log_sa - log_sb)
-    total = stream.sum(_kl_direct_term, ma, log_sa, ref)
-    escape = total >= jnp.finfo(total.dtype).max
-    value = jnp.where(escape, jnp.inf, jnp.maximum(total, 0.0))
-    return value[..., 0], _KLStats(mb, log_sb, ref, jnp.zeros_like(mb), jnp.ones_like(escape), ma, log_sa)
+    sum, one pass each (every row is "near" with ``shift = 0``: ``log p - log q = δ - ref``)."""
+    ma, log_sa, mb, log_sb, ref = _kl_log_normalisers(stream)
+    value = _kl_direct_sum(stream, ma, log_sa, ref)
+    return value[..., 0], _KLStats(mb, log_sb, ref, jnp.zeros_like(ref), jnp.ones(ref.shape, bool), ma, log_sa)
 
 
 _KL_FORWARD = {"accurate": _kl_forward, "direct": _kl_direct_forward}
@@ -890,15 +883,12 @@ def _kl_fwd(a, b, rows, formula):
 def _kl_bwd(rows, formula, res, g):
     a, b, value, st = res
     ac, bc = _up(a), _up(b)
-    q, delta, _ = _kl_pieces(ac, bc, st.mb, st.log_sb)
-    if formula == "direct":  # log p - log q = δ - (lse a - lse b) on every row
-        d, p = delta - st.ref, jnp.exp((ac - st.ma) - st.log_sa)
-    else:
-        log_q = (bc - st.mb) - st.log_sb
-        d_near = (delta - st.ref) - st.shift  # log p - log q on near rows, computed without cancellation
-        d_far = _kl_log_ratio(ac, bc, st.ma, st.mb, st.log_sa, st.log_sb)
-        d = jnp.where(st.near, d_near, d_far)
-        p = jnp.exp(jnp.where(st.near, log_q + d_near, (ac - st.ma) - st.log_sa))
+    q, delta = _kl_pieces(ac, bc, st.mb, st.log_sb)
+    d = (delta - st.ref) - st.shift  # log p - log q, without cancellation on the accurate form's near rows
+    log_p = (ac - st.ma) - st.log_sa
+    if formula == "accurate":  # p from q on near rows, consistent with q where p ≈ q
+        log_p = jnp.where(st.near, ((bc - st.mb) - st.log_sb) + d, log_p)
+    p = jnp.exp(log_p)
     kl = value[..., None]
     finite = jnp.isfinite(kl)  # +inf rows (an escape) have no finite slope: 0, and p is not computed there
     g = g[..., None]
