@@ -564,11 +564,10 @@ def cross_entropy_from_logits(p: Float[Array, "*batch n"], logits: Float[Array, 
         s = \sum_i e^{z_i - c},\quad c \le \max_i z_i
 
     Two passes: ``s``, then the sum of the terms ``-p_i \log q_i ≥ 0`` (no cancellation).
-    ``+inf`` where a masked logit carries target mass (its term carries ``finfo.max``, so the row
-    sum reaches ``finfo.max``); masked classes with ``p_i = 0`` contribute nothing. Masks are
-    handled with arithmetic (``max``, ``sign``), not selects, so that each sum stays one fused
-    reduction on CPU. The gradient's residuals add ``P = Σ_i p_i`` (a third pass, run only when
-    differentiating).
+    ``+inf`` where a masked logit carries target mass; masked classes with ``p_i = 0`` contribute
+    nothing. Masks are handled with arithmetic (a clamp that is 0 or ``-∞`` with ``p_i``), not
+    selects, so that each sum stays one fused reduction on CPU. The gradient's residuals add
+    ``P = Σ_i p_i`` (a third pass, run only when differentiating).
 
     Gradients: ``∂/∂z_i = P q_i - p_i`` and ``∂/∂p_i = -\log q_i`` (``finfo.max`` where ``q_i = 0``
     because the class is masked), ``q = softmax(z)``.
@@ -611,22 +610,17 @@ def _finite_gap(x, m):
     return c, d - c
 
 
-def _masked(x, m):
-    """``1`` where ``x = -inf``, else ``0``: ``-max(gap, -1)``."""
-    return -jnp.maximum(_finite_gap(x, m)[1], _like(m, -1.0))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _soft_ce_vjp(p, z, rows):
     return _soft_ce_forward(Stream((z, p), rows), with_mass=False)[0]
 
 
 def _soft_ce_term(x, w, c, log_s):
-    """``-w_i log q_i = w_i(log s - (x_i - c))``, plus ``finfo.max`` where ``w_i > 0`` on a masked
-    logit: a row sum that reaches ``finfo.max`` is ``CE = +∞`` (a finite CE that large would need
-    logits near ``finfo.max``)."""
-    lost = _masked(x, c) * jnp.sign(w)
-    return w * (log_s - _finite_gap(x, c)[0]) + lost * _like(c, jnp.finfo(x.dtype).max)
+    """``-w_i log q_i = w_i(log s - (x_i - c))``, its gap ``x_i - c`` clamped at ``-(|w_i|·finfo.max)·finfo.max``:
+    that bound is 0 where ``w_i = 0`` (a masked class then adds 0, not ``0·∞``) and ``-∞`` where
+    ``w_i ≠ 0`` (target mass on a masked logit adds ``+∞``) — a mask without a select or comparison."""
+    big = _like(c, jnp.finfo(x.dtype).max)
+    return w * (log_s - jnp.maximum(x - c, (jnp.abs(w) * big) * -big))
 
 
 def _soft_ce_forward(stream: Stream, with_mass: bool):
@@ -635,8 +629,7 @@ def _soft_ce_forward(stream: Stream, with_mass: bool):
     ``mass = Σ p``, for the gradient only."""
     c, s = shifted_sums(stream, stream.guess(0), (lambda x, w, c: jnp.exp(x - c),))
     log_s = jnp.log(s)
-    total = stream.sum(_soft_ce_term, c, log_s)
-    value = jnp.where(total >= jnp.finfo(total.dtype).max, jnp.inf, total)
+    value = stream.sum(_soft_ce_term, c, log_s)
     return value[..., 0], (c, log_s) + ((stream.sum(lambda x, w: w),) if with_mass else ())
 
 
