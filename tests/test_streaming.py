@@ -343,8 +343,12 @@ def test_soft_label_cross_entropy_is_linear_in_signed_weights(data):
 
 def test_a_fully_masked_row_gives_nan_except_logsumexp():
     z = jnp.full((1, 4), -jnp.inf)
+    w = jnp.array([[0.0, 1.0, 2.0, 3.0]])
     assert float(ST.logsumexp(z)[0]) == -np.inf
-    for f in (ST.entropy_from_logits, lambda z: ST.cross_entropy_with_integer_labels(z, jnp.zeros(1, jnp.int32))):
+    for f in (ST.entropy_from_logits, lambda z: ST.cross_entropy_with_integer_labels(z, jnp.zeros(1, jnp.int32)),
+              lambda z: ST.cross_entropy_from_logits(jax.nn.softmax(w), z),
+              *(lambda z, f=f, swap=swap: ST.kl_divergence_from_logits(*((w, z) if swap else (z, w)), formula=f)
+                for f in ST.KL_FORMULAS for swap in (False, True))):
         assert np.isnan(np.asarray(f(z))).all()
 
 
