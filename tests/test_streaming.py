@@ -125,7 +125,8 @@ def _difference_floor(a, b, dtype):
     both = np.isfinite(a64) & np.isfinite(b64)
     spread = np.max(np.abs(np.where(both, a64, 0.0) - np.where(both, b64, 0.0)), axis=-1)
     log_p, log_q = O.rowwise(O.log_softmax, a), O.rowwise(O.log_softmax, b)
-    mean_gap = np.sum(np.exp(log_p) * O.finite_part(np.abs(log_p - log_q)), axis=-1)
+    with np.errstate(invalid="ignore"):  # -inf - (-inf) where both mask a class: p = 0 there
+        mean_gap = np.sum(np.exp(log_p) * O.finite_part(np.abs(log_p - log_q)), axis=-1)
     rounded = np.finfo(dtype).eps * spread
     return rounded * (mean_gap + rounded)
 
