@@ -506,8 +506,8 @@ def sharded_kl_divergence_from_logits(p_logits: Float[Array, "*batch V"], q_logi
     and pass), the branch of each :func:`jax.lax.cond` agreed by all devices. For the default,
     cancellation-free formula, e.g.
 
-    .. math:: \mathrm{KL} = \frac{A}{1 + B - M} - \log(1 + B - M),\qquad
-              A = \operatorname{psum}_k \sum_{i\in k} q_i x_i \operatorname{expm1}(x_i), \ \dots
+    .. math:: \mathrm{KL} = S e^{-t} - \varphi(-t),\qquad
+              S = \operatorname{psum}_k \sum_{i\in k} q_i\,\psi(x_i), \ \dots
 
     The gradients (``p_i(\log p_i - \log q_i - KL)`` and ``q_i - p_i``) are computed on each slice.
 

@@ -573,7 +573,8 @@ def cross_entropy_from_logits(p: Float[Array, "*batch n"], logits: Float[Array, 
     because the class is masked), ``q = softmax(z)``.
 
     Args:
-      p: target probabilities (soft labels), shape ``(*batch, n)``.
+      p: target probabilities (soft labels), shape ``(*batch, n)``; any real weights are accepted,
+        the value being linear in ``p`` (a negative weight on a masked logit adds ``-∞``).
       logits: model logits, same shape.
       axis: the axis holding the distributions.
       implementation: ``"blocked"``, ``"fused"`` or None (backend default).
@@ -671,9 +672,8 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
     where ``ψ(x) = 1 + (x - 1)e^x ≥ 0`` and ``φ(x) = e^x - 1 - x ≥ 0`` (exact for every ``r``;
     ``ψ(x_i) → 1`` where ``a`` masks a class). ``S`` is a sum of non-negative terms, each to a few
     ulps; ``t`` is small (the rounding of ``r``) and ``T``'s own rounding enters multiplied by
-    ``S + t``, a second-order error: so for ``p ≈ q``
-    the divergence keeps its relative accuracy instead of being the difference of two rounded
-    log-normalisers. Its floor is the rounding of ``δ`` itself (``a_i - b_i`` in the input's
+    ``S + t``, a second-order error. So for ``p ≈ q`` the divergence keeps its relative accuracy
+    instead of being the difference of two rounded log-normalisers. Its floor is the rounding of ``δ`` itself (``a_i - b_i`` in the input's
     precision: an absolute error of about ``ε·max|δ|·(E_p|\log p - \log q| + ε·max|δ|)``, exactly 0
     where ``a_i`` and ``b_i`` are within a factor 2). Four passes over the logits: ``lse b``,
     ``lse a``, ``T`` and ``S``. Rows where ``e^x`` overflows (``T`` or ``S`` not finite), where ``a``
