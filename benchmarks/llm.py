@@ -22,6 +22,12 @@ minutes on 2 cores; ``--quick``: ``[256, 32000]`` and ``[128, 128256]``, one rep
 half a minute); ``--current`` adds vfe.information's entropy and KL as a second peer; on GPU
 ``[8192, 128256]`` float32 and bfloat16, and every ``implementation`` of vfe.streaming. The linear
 head uses ``d = 256`` on CPU and ``d = 4096`` on GPU.
+
+On CPU every gradient program here is dominated by the first touch of its freshly allocated
+``[N, V]`` output (page faults); ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/llm.py``
+lets glibc back large allocations with transparent huge pages (where the kernel's setting is
+``madvise`` or ``always``), which removes most of that cost for vfe and its peers alike. The
+header records the variable.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -272,7 +279,8 @@ def main() -> None:
     if args.implementations:
         implementations = [None if i == "default" else i for i in args.implementations.split(",")]
     header = [(f"device: {device.platform} ({device.device_kind}), {jax.device_count()} device(s); "
-               f"jax {jax.__version__}, optax {optax.__version__}; median of {repeats} call(s) after a warm-up")]
+               f"jax {jax.__version__}, optax {optax.__version__}; median of {repeats} call(s) after a warm-up"
+               + ("" if on_gpu else f"; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}"))]
     print(header[0])
     print(" | ".join(HEADER))
     rows = run(shapes, linear, implementations, repeats, on_gpu, include_current=args.current)
