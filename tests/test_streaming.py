@@ -238,6 +238,22 @@ def test_kl_is_accurate_and_non_negative_for_close_distributions(impl, dtype, pa
     O.assert_close(got, exact, KL_RTOL[dtype] * exact + _difference_floor(a, b, dtype), f"KL, p ≈ q, {impl}")
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("impl", ["blocked", "fused"])
+@settings(max_examples=S.examples(4))
+@given(mass=st.sampled_from([0.3, 0.5, 0.9, 1 - 1e-6]), pair=S.close_pair(8, rel=1e-3))
+def test_kl_when_p_masks_most_of_q(impl, dtype, mass, pair):
+    """``a`` masks one class holding ``q``-mass ``M`` and is close to ``b`` elsewhere, ``KL ≈ -log(1 - M)``:
+    the accurate form's sum ``S`` then holds ``M`` (``ψ(-∞) = 1``) and terms ``p_i(x_i - 1) + (1 - M)q_i``
+    with ``x ≈ -log(1 - M)``, all ``≥ 0``: it matches the oracle up to ``M = 1 - 1e-6``."""
+    p, q = pair
+    with np.errstate(divide="ignore"):
+        b = np.log(np.concatenate([np.full((q.shape[0], 1), mass), (1 - mass) * q], axis=-1))
+        a = np.log(np.concatenate([np.zeros((p.shape[0], 1)), p], axis=-1))
+    a, b = S.cast(a, dtype), S.cast(b, dtype)
+    check_against_oracle(lambda *x: VALUE["kl"](_rows(impl, 9), *x), "kl", (a, b), dtype, f"KL, M = {mass}")
+
+
 # ============================================================================ derivatives
 
 N = 6  # derivative tests: one bucket, blocks of 3

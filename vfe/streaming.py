@@ -676,10 +676,12 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
     instead of being the difference of two rounded log-normalisers. Its floor is the rounding of ``δ`` itself (``a_i - b_i`` in the input's
     precision: an absolute error of about ``ε·max|δ|·(E_p|\log p - \log q| + ε·max|δ|)``, exactly 0
     where ``a_i`` and ``b_i`` are within a factor 2). Four passes over the logits: ``lse b``,
-    ``lse a``, ``T`` and ``S``. Rows where ``e^x`` overflows (``T`` or ``S`` not finite), where ``a``
-    masks more than half of ``q``'s mass (``T ≤ -1/2``) or where ``b`` masks a class that ``a``
-    allows use ``Σ p_i(\log p_i - \log q_i)``, whose rounding is small against their divergence;
-    its pass runs only when some row needs it (a :func:`jax.lax.cond`).
+    ``lse a``, ``T`` and ``S``; masks need no pass of their own (where ``a`` masks most of ``q``'s
+    mass, ``S`` is still a sum of non-negative terms). Rows where ``e^x`` overflows (``T`` or ``S``
+    not finite: ``p_i/q_i > e^{88}`` in float32) or ``b`` masks a class that ``a`` allows (and, as a
+    guard, rows with ``T ≤ -1/2``, which finite inputs do not produce: ``T`` is the rounding of ``r``)
+    use ``Σ p_i(\log p_i - \log q_i)``, whose rounding is small against their divergence; its pass
+    runs only when some row needs it (a :func:`jax.lax.cond`).
 
     ``formula="direct"`` evaluates the definition instead,
 
