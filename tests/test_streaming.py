@@ -358,15 +358,21 @@ def test_soft_label_cross_entropy_is_linear_in_signed_weights(data):
         assert np.array_equal(minus, -plus), (impl, plus, minus)
 
 
-def test_a_fully_masked_row_gives_nan_except_logsumexp():
+def test_a_fully_masked_row_gives_nan_except_logsumexp_and_kl_to_it():
+    """NaN where the distribution itself is undefined; ``-inf`` for log Z; ``KL(p‖q) = +inf`` for a fully
+    masked ``q`` (``b`` masks every class that ``a`` allows), as vfe.kl_divergence_from_logits, with a
+    zero gradient."""
     z = jnp.full((1, 4), -jnp.inf)
     w = jnp.array([[0.0, 1.0, 2.0, 3.0]])
     assert float(ST.logsumexp(z)[0]) == -np.inf
     for f in (ST.entropy_from_logits, lambda z: ST.cross_entropy_with_integer_labels(z, jnp.zeros(1, jnp.int32)),
               lambda z: ST.cross_entropy_from_logits(jax.nn.softmax(w), z),
-              *(lambda z, f=f, swap=swap: ST.kl_divergence_from_logits(*((w, z) if swap else (z, w)), formula=f)
-                for f in ST.KL_FORMULAS for swap in (False, True))):
+              *(lambda z, f=f: ST.kl_divergence_from_logits(z, w, formula=f) for f in ST.KL_FORMULAS)):
         assert np.isnan(np.asarray(f(z))).all()
+    for formula in ST.KL_FORMULAS:
+        kl = lambda w, z: ST.kl_divergence_from_logits(w, z, formula=formula)
+        assert float(kl(w, z)[0]) == np.inf == float(vfe.kl_divergence_from_logits(w, z)[0])
+        assert all(np.array_equal(g, np.zeros_like(g)) for g in jax.grad(lambda w, z: kl(w, z).sum(), (0, 1))(w, z))
 
 
 def test_reverse_mode_only():

@@ -693,7 +693,8 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
     returns rounding noise, clamped at 0. Meant for distributions that differ by more than that
     (distillation, comparing models); the accurate form for regularisers near ``p = q``.
 
-    Edge cases: ``+inf`` if ``b`` masks a class that ``a`` allows; classes masked by ``a``
+    Edge cases: ``+inf`` if ``b`` masks a class that ``a`` allows (also when ``b`` masks them all,
+    as :func:`vfe.kl_divergence_from_logits` does; NaN if ``a`` does); classes masked by ``a``
     contribute 0. Gradients ``∂/∂a_i = p_i(\log p_i - \log q_i - KL)``, ``∂/∂b_i = q_i - p_i``;
     0 where the value is ``+inf``.
 
@@ -831,11 +832,12 @@ def _kl_direct_term(a, b, ma, log_sa, ref):
             + _kl_escapes(a, b, ref) * _like(ref, jnp.finfo(ref.dtype).max))
 
 
-def _kl_direct_sum(stream: Stream, ma, log_sa, ref):
+def _kl_direct_sum(stream: Stream, ma, log_sa, log_sb, ref):
     """``Σ p (log p - log q)`` from the log-normalisers (one pass), ``+∞`` where ``b`` masks a class
-    that ``a`` allows, clamped at 0."""
+    that ``a`` allows (every class, if ``b`` is fully masked and ``a`` is not), clamped at 0."""
     total = stream.sum(_kl_direct_term, ma, log_sa, ref)
-    return jnp.where(total >= jnp.finfo(total.dtype).max, jnp.inf, jnp.maximum(total, 0.0))
+    value = jnp.where(total >= jnp.finfo(total.dtype).max, jnp.inf, jnp.maximum(total, 0.0))
+    return jnp.where(jnp.isneginf(log_sb) & jnp.isfinite(log_sa), jnp.inf, value)
 
 
 def _kl_forward(stream: Stream):
@@ -849,7 +851,7 @@ def _kl_forward(stream: Stream):
     shift = jnp.where(near, jnp.log1p(jnp.where(near, big_t, 0.0)), 0.0)
     accurate = jnp.maximum(big_s * jnp.exp(-shift) - _phi(-shift, shift), 0.0)
     far = stream.cond(jnp.all(near), lambda _: jnp.zeros_like(ref),
-                      lambda _: _kl_direct_sum(stream.again(), ma, log_sa, ref))
+                      lambda _: _kl_direct_sum(stream.again(), ma, log_sa, log_sb, ref))
     value = jnp.where(near, accurate, far)
     return value[..., 0], _KLStats(mb, log_sb, ref, shift, near, ma, log_sa)
 
@@ -858,7 +860,7 @@ def _kl_direct_forward(stream: Stream):
     """``(KL, _KLStats)`` by the definition ``Σ p (log p - log q)``: ``lse b``, ``lse a`` and the
     sum, one pass each (every row is "near" with ``shift = 0``: ``log p - log q = δ - ref``)."""
     ma, log_sa, mb, log_sb, ref = _kl_log_normalisers(stream)
-    value = _kl_direct_sum(stream, ma, log_sa, ref)
+    value = _kl_direct_sum(stream, ma, log_sa, log_sb, ref)
     return value[..., 0], _KLStats(mb, log_sb, ref, jnp.zeros_like(ref), jnp.ones(ref.shape, bool), ma, log_sa)
 
 
