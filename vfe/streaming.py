@@ -26,8 +26,8 @@ check each against the float64/mpmath reference on CPU):
 
 * ``"blocked"`` (default on CPU): each sum is its own reduction over the vocabulary viewed as
   ``[V / b, b]`` blocks of at most ``BLOCK`` classes. On XLA:CPU (jax 0.10.2) a reduction of
-  rows longer than 32768 runs about ten times slower than the same reduction of shorter rows,
-  and two reductions that share an elementwise expression (or a constant) are split into a
+  rows longer than 32768 runs several times slower than the same reduction of shorter rows (it
+  allocates a run-time workspace: ~10× with 4 KiB pages, ~2.5× with huge pages), and two reductions that share an elementwise expression (or a constant) are split into a
   materialised ``[*batch, V]`` temporary plus two reductions; the blocks, the optimisation
   barriers of :class:`Stream` and the row-scalar constants of :func:`_like` avoid both.
 * ``"fused"`` (default on GPU and TPU): the same reductions over whole rows, left to XLA to fuse
