@@ -537,7 +537,8 @@ def _kl_stats(a, b, layout, formula, implementation):
         value, stats = _st._KL_FORWARD[formula](layout.stream((al, bl), implementation))
         return value, tuple(x[..., 0] for x in stats)
 
-    value, stats = layout.map(body, (layout.logits,) * 2, (layout.tokens, (layout.tokens,) * 7))(a, b)
+    stats = (layout.tokens,) * len(_st._KLStats._fields)
+    value, stats = layout.map(body, (layout.logits,) * 2, (layout.tokens, stats))(a, b)
     return value, _st._KLStats(*stats)
 
 
@@ -558,7 +559,7 @@ def _kl_bwd(layout, formula, implementation, res, g):
         local = _st._KLStats(*(x[..., None] for x in stats))
         return _st._kl_bwd(None, formula, (al, bl, value, local), g)
 
-    specs = (layout.logits,) * 2 + (layout.tokens,) * 9
+    specs = (layout.logits,) * 2 + (layout.tokens,) * (2 + len(stats))  # value, g and the statistics
     return layout.map(body, specs, (layout.logits,) * 2)(a, b, value, g, *stats)
 
 

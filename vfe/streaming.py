@@ -27,8 +27,9 @@ check each against the float64/mpmath reference on CPU):
 * ``"blocked"`` (default on CPU): each sum is its own reduction over the vocabulary viewed as
   ``[V / b, b]`` blocks of at most ``BLOCK`` classes. On XLA:CPU (jax 0.10.2) a reduction of
   rows longer than 32768 runs several times slower than the same reduction of shorter rows (it
-  allocates a run-time workspace: ~10× with 4 KiB pages, ~2.5× with huge pages), and two reductions that share an elementwise expression (or a constant) are split into a
-  materialised ``[*batch, V]`` temporary plus two reductions; the blocks, the optimisation
+  allocates a run-time workspace: ~10× with 4 KiB pages, ~2.5× with huge pages), and two
+  reductions that share an elementwise expression (or a constant) are split into a materialised
+  ``[*batch, V]`` temporary plus two reductions; the blocks, the optimisation
   barriers of :class:`Stream` and the row-scalar constants of :func:`_like` avoid both.
 * ``"fused"`` (default on GPU and TPU): the same reductions over whole rows, left to XLA to fuse
   (sibling sums that read the same logits can become one multi-output pass on GPU).
@@ -598,7 +599,9 @@ def _like(r, value):
     Inside :class:`Stream` reductions: a literal constant used by several reductions is one
     broadcast that XLA:CPU materialises at the full ``[..., n]`` shape and shares; a constant
     derived from a statistic that each reduction reads through its own barrier stays a scalar.
-    (``r`` is finite: statistics are floored at ``finfo.min``.)
+    (``r`` must be finite, or the constant is NaN: the maxima are floored at ``finfo.min``; the KL's
+    ``lse a - lse b`` is infinite only on rows where a logit tensor is fully masked, whose value
+    :func:`_kl_direct_sum` sets apart.)
     """
     return r * 0 + value
 
@@ -673,9 +676,10 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
     ``ψ(x_i) → 1`` where ``a`` masks a class). ``S`` is a sum of non-negative terms, each to a few
     ulps; ``t`` is small (the rounding of ``r``) and ``T``'s own rounding enters multiplied by
     ``S + t``, a second-order error. So for ``p ≈ q`` the divergence keeps its relative accuracy
-    instead of being the difference of two rounded log-normalisers. Its floor is the rounding of ``δ`` itself (``a_i - b_i`` in the input's
-    precision: an absolute error of about ``ε·max|δ|·(E_p|\log p - \log q| + ε·max|δ|)``, exactly 0
-    where ``a_i`` and ``b_i`` are within a factor 2). Four passes over the logits: ``lse b``,
+    instead of being the difference of two rounded log-normalisers. Its floor is the rounding of
+    ``δ`` itself (``a_i - b_i`` in the input's precision: an absolute error of about
+    ``ε·max|δ|·(E_p|\log p - \log q| + ε·max|δ|)``, exactly 0 where ``a_i`` and ``b_i`` are within a
+    factor 2). Four passes over the logits: ``lse b``,
     ``lse a``, ``T`` and ``S``; masks need no pass of their own (where ``a`` masks most of ``q``'s
     mass, ``S`` is still a sum of non-negative terms). Rows where ``e^x`` overflows (``T`` or ``S``
     not finite: ``p_i/q_i > e^{88}`` in float32) or ``b`` masks a class that ``a`` allows (and, as a
