@@ -41,6 +41,17 @@ def upcast(x: Array) -> Array:
     return x.astype(compute_dtype(x.dtype))
 
 
+def two_difference(x: Array, y: Array) -> tuple[Array, Array]:
+    """``(s, e)`` with ``s = fl(x - y)`` and ``s + e = x - y`` exactly, for finite ``x``, ``y`` whose
+    difference does not overflow (TwoSum: D. E. Knuth, *TAOCP* vol. 2, 3rd ed., §4.2.2, Theorem B;
+    six operations, no branch, whatever the magnitudes). Used to carry ``a - b`` exactly when the two
+    logit tensors of a KL divergence differ by an offset."""
+    s = x - y
+    x_rounded = s + y
+    y_rounded = x_rounded - s
+    return s, (x - x_rounded) + (y_rounded - y)
+
+
 def finite_or_max(x: Array) -> Array:
     """``x`` with ``±inf`` replaced by ``±finfo.max`` and NaN by ``0``.
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from vfe import _checks
-from vfe._numerics import finite_or_max, kl_term, mul_no_nan, upcast, xlogy
+from vfe._numerics import finite_or_max, kl_term, mul_no_nan, two_difference, upcast, xlogy
 
 __all__ = [
     "entropy",
@@ -298,7 +298,10 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
     where :math:`d_i = \delta_i - \log\sum_j q_j e^{\delta_j}` with :math:`\delta = a - b`
     shifted by its value at the mode of ``q``; the log-sum is evaluated as
     ``log1p(Σ q expm1(δ))``, so when the two distributions agree closely ``d`` keeps its
-    relative accuracy instead of being the difference of two rounded log-probabilities.
+    relative accuracy instead of being the difference of two rounded log-probabilities. ``δ`` is
+    carried exactly (TwoSum), and ``p``, ``q`` come from the row maxima, so an offset between or
+    on the two logit tensors adds no error of its scale (the naive ``log_softmax`` formula's
+    rounding is the bound elsewhere).
 
     Edge cases: ``+inf`` if some ``b_i = -inf`` where ``a_i`` is finite; masked entries of ``a``
     contribute 0. Gradients: ``∂/∂a_i = p_i(d_i - KL)``, ``∂/∂b_i = q_i - p_i``; where the
@@ -319,39 +322,49 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
 def _kl_row_stats(a, b):
     """Per-row scalars (shape ``(*batch, 1)``) from which every KL term is elementwise.
 
-    Returns ``(la, lb, ref, shift, near)``: the log-normalisers ``la = lse(a)``,
-    ``lb = lse(b)``, and for the accurate log-ratio ``d = (δ - ref) - shift`` with
-    ``δ = a - b``: ``ref`` is δ at the mode of ``q`` (among entries where both logits are
-    finite) and ``shift = log Σ_j q_j e^{δ_j - ref}``, evaluated as ``log1p(Σ q expm1(δ - ref))``
-    — no cancellation, no overflow — on rows that are ``near`` (``δ - ref ≤ 30`` wherever both
-    are finite, and at most half of ``q``'s mass where ``a`` is masked, whose entries add
-    ``q_j expm1(-inf) = -q_j``). Other rows use ``d = log p - log q``, whose rounding is small
-    against their divergence. Only reductions appear here, so that XLA can fuse each with the
-    elementwise expression it reduces instead of materialising ``[*batch, n]`` arrays.
+    Returns ``(ma, log_sa, mb, log_sb, ref, ref_lo, shift, near)``: ``log p = (a - ma) - log sa``
+    and ``log q = (b - mb) - log sb`` (``m`` the maxima: rounded in proportion to the spread of the
+    logits, not to their offset), and for the accurate log-ratio ``d = x - shift`` with
+    ``x = (a - b) - (ref + ref_lo)`` (:func:`_kl_gap`): ``ref + ref_lo`` is ``a - b`` at the mode of
+    ``q`` (among entries where both logits are finite) exactly, and
+    ``shift = log Σ_j q_j e^{x_j}``, evaluated as ``log1p(Σ q expm1(x))`` — no cancellation, no
+    overflow — on rows that are ``near`` (``x ≤ 30`` wherever both are finite, and at most half of
+    ``q``'s mass where ``a`` is masked, whose entries add ``q_j expm1(-inf) = -q_j``). Other rows use
+    ``d = log p - log q``, whose rounding is small against their divergence. Only reductions appear
+    here, so that XLA can fuse each with the elementwise expression it reduces instead of
+    materialising ``[*batch, n]`` arrays.
     """
-    la = jax.nn.logsumexp(a, axis=-1, keepdims=True)
-    lb = jax.nn.logsumexp(b, axis=-1, keepdims=True)
+    ma, mb = jnp.max(a, axis=-1, keepdims=True), jnp.max(b, axis=-1, keepdims=True)
+    log_sa = jnp.log(jnp.sum(jnp.exp(a - ma), axis=-1, keepdims=True))
+    log_sb = jnp.log(jnp.sum(jnp.exp(b - mb), axis=-1, keepdims=True))
     both = jnp.isfinite(a) & jnp.isfinite(b)
     mode = jnp.argmax(jnp.where(both, b, -jnp.inf), axis=-1, keepdims=True)
-    ref = jnp.take_along_axis(a, mode, axis=-1) - jnp.take_along_axis(b, mode, axis=-1)
-    q = jnp.exp(b - lb)
+    ref, ref_lo = two_difference(jnp.take_along_axis(a, mode, axis=-1), jnp.take_along_axis(b, mode, axis=-1))
+    q = jnp.exp((b - mb) - log_sb)
     masked_mass = jnp.sum(jnp.where(jnp.isneginf(a), q, 0.0), axis=-1, keepdims=True)
-    spread = jnp.max(jnp.where(both, (a - b) - ref, -jnp.inf), axis=-1, keepdims=True)
+    spread = jnp.max(jnp.where(both, _kl_gap(a, b, ref, ref_lo), -jnp.inf), axis=-1, keepdims=True)
     near = (spread <= 30.0) & (masked_mass <= 0.5)
-    gap = jnp.where(both & near, (a - b) - ref, 0.0)
+    gap = jnp.where(both & near, _kl_gap(a, b, ref, ref_lo), 0.0)
     shift = jnp.log1p(jnp.sum(jnp.where(both & (q > 0), q * jnp.expm1(gap), 0.0), axis=-1, keepdims=True)
                       - masked_mass)
-    return la, lb, ref, shift, near
+    return ma, log_sa, mb, log_sb, ref, ref_lo, shift, near
+
+
+def _kl_gap(a, b, ref, ref_lo):
+    """``x = (a - b) - (ref + ref_lo)`` with ``a - b`` carried exactly (:func:`two_difference`): relative
+    accuracy where ``a - b ≈ ref``, whatever the offset between ``a`` and ``b`` (finite entries only)."""
+    s, e = two_difference(a, b)
+    return ((s - ref) + e) - ref_lo
 
 
 def _kl_elements(a, b, stats):
     """``(p, q, d)`` elementwise from the logits and :func:`_kl_row_stats`."""
-    la, lb, ref, shift, near = stats
-    p, q = jnp.exp(a - la), jnp.exp(b - lb)
-    d = jnp.where(near, ((a - b) - ref) - shift, (a - la) - (b - lb))
+    ma, log_sa, mb, log_sb, ref, ref_lo, shift, near = stats
+    log_p, log_q = (a - ma) - log_sa, (b - mb) - log_sb
+    d = jnp.where(near, _kl_gap(a, b, ref, ref_lo) - shift, log_p - log_q)
     d = jnp.where(jnp.isneginf(b) & ~jnp.isneginf(a), jnp.inf, d)
     d = jnp.where(jnp.isneginf(a), -jnp.inf, d)
-    return p, q, d
+    return jnp.exp(log_p), jnp.exp(log_q), d
 
 
 def _kl_value_last(a, b):

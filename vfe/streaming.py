@@ -73,7 +73,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from vfe import _checks
-from vfe._numerics import compute_dtype
+from vfe._numerics import compute_dtype, two_difference
 
 __all__ = [
     "BLOCK",
@@ -676,10 +676,9 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
     ``ψ(x_i) → 1`` where ``a`` masks a class). ``S`` is a sum of non-negative terms, each to a few
     ulps; ``t`` is small (the rounding of ``r``) and ``T``'s own rounding enters multiplied by
     ``S + t``, a second-order error. So for ``p ≈ q`` the divergence keeps its relative accuracy
-    instead of being the difference of two rounded log-normalisers. Its floor is the rounding of
-    ``δ`` itself (``a_i - b_i`` in the input's precision: an absolute error of about
-    ``ε·max|δ|·(E_p|\log p - \log q| + ε·max|δ|)``, exactly 0 where ``a_i`` and ``b_i`` are within a
-    factor 2). Four passes over the logits: ``lse b``,
+    instead of being the difference of two rounded log-normalisers — also when the two tensors
+    differ by an offset: ``a_i - b_i`` is carried exactly (TwoSum) and ``r`` in two parts, so ``x``
+    is not rounded at the offset's scale. Four passes over the logits: ``lse b``,
     ``lse a``, ``T`` and ``S``; masks need no pass of their own (where ``a`` masks most of ``q``'s
     mass, ``S`` is still a sum of non-negative terms). Rows where ``e^x`` overflows (``T`` or ``S``
     not finite: ``p_i/q_i > e^{88}`` in float32) or ``b`` masks a class that ``a`` allows (and, as a
@@ -691,10 +690,11 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
 
     .. math:: \mathrm{KL}(p\|q) = \sum_i p_i (a_i - b_i) - \big(\operatorname{lse}(a) - \operatorname{lse}(b)\big),
 
-    in three light passes (``lse b``, ``lse a``, the weighted sum) and about half the time of the
-    accurate form: its rounding is the naive formula's, an absolute error of a few
-    ``ε·(1 + log n + E_p|a - b|)`` (``ε`` the float32 or float64 epsilon), so for ``p ≈ q`` it
-    returns rounding noise, clamped at 0. Meant for distributions that differ by more than that
+    in three light passes (``lse b``, ``lse a``, the weighted sum ``Σ p_i(\log p_i - \log q_i)`` with
+    each log-probability from its own log-normaliser) and about half the time of the accurate form:
+    its rounding is the naive formula's, an absolute error of a few ``ε·(1 + log n + span)`` (``ε``
+    the float32 or float64 epsilon, ``span`` that of each row's logits, whatever their offset), so
+    for ``p ≈ q`` it returns rounding noise, clamped at 0. Meant for distributions that differ by more than that
     (distillation, comparing models); the accurate form for regularisers near ``p = q``.
 
     Edge cases: ``+inf`` if ``b`` masks a class that ``a`` allows (also when ``b`` masks them all,
@@ -731,11 +731,29 @@ def _gap(x, r):
     return c, x - c
 
 
-def _kl_pieces(a, b, mb, log_sb):
-    """``(q, δ)`` elementwise: ``q = softmax(b)`` and ``δ = a - b`` with both logits clamped at
-    ``-finfo.max`` (finite: 0 where both are masked, ``≈ -finfo.max`` where only ``a`` is,
-    ``≈ finfo.max`` where only ``b`` is; exact when ``a ≈ b``: no maximum is subtracted first)."""
-    return jnp.exp((b - mb) - log_sb), _gap(a, mb)[0] - _gap(b, mb)[0]
+def _kl_gap(a, b, mb, ref, ref_lo):
+    """``x = (a - b) - (ref + ref_lo)`` with ``a - b`` carried exactly
+    (:func:`vfe._numerics.two_difference`): where ``a - b ≈ ref`` (``p ≈ q``, whatever the offset
+    between the two logit tensors) the subtraction of ``ref`` is exact and ``x`` keeps its relative
+    accuracy; elsewhere its error is relative to ``x``. Masked logits are clamped at ``-finfo.max``:
+    ``x ≈ -finfo.max`` where ``a`` masks a class, ``≈ finfo.max`` where only ``b`` does and ``-ref``
+    where both do. (``e^x`` overflows where only ``b`` masks a class, where both do and
+    ``ref < -88`` in float32 (``-709`` in float64), and where ``a - b`` overflows, for logits beyond
+    ``finfo.max/2``: such rows take the direct sum. Marking the classes both mask instead costs
+    XLA:CPU a materialised ``[..., n]`` temporary in the ``S`` pass.)"""
+    s, e = two_difference(_gap(a, mb)[0], _gap(b, mb)[0])
+    return ((s - ref) + e) - ref_lo
+
+
+def _kl_pieces(a, b, mb, log_sb, ref, ref_lo):
+    """``(q, x)`` elementwise: ``q = softmax(b)`` and ``x`` of :func:`_kl_gap`."""
+    return jnp.exp((b - mb) - log_sb), _kl_gap(a, b, mb, ref, ref_lo)
+
+
+def _log_prob(x, m, log_s):
+    """``log softmax`` from the statistics, clamped at ``-finfo.max``: finite for every logit (``-∞`` and
+    any finite value), its error the rounding of ``x - m`` — independent of the logits' offset."""
+    return jnp.maximum(x - m, _like(m, -jnp.finfo(x.dtype).max)) - log_s
 
 
 def _kl_masked(a, b, r):
@@ -795,16 +813,16 @@ def _psi(x, r):
 
 
 # The summands of the accurate KL (see kl_divergence_from_logits), one reduction each.
-def _kl_t(a, b, mb, log_sb, ref):
-    """``q_i expm1(x_i)``, ``x = δ - ref``: the row sum is ``T = Σ_i q_i e^{x_i} - 1``."""
-    q, delta = _kl_pieces(a, b, mb, log_sb)
-    return q * jnp.expm1(delta - ref)
+def _kl_t(a, b, mb, log_sb, ref, ref_lo):
+    """``q_i expm1(x_i)``, ``x = a - b - ref - ref_lo``: the row sum is ``T = Σ_i q_i e^{x_i} - 1``."""
+    q, x = _kl_pieces(a, b, mb, log_sb, ref, ref_lo)
+    return q * jnp.expm1(x)
 
 
-def _kl_s(a, b, mb, log_sb, ref):
-    """``q_i ψ(x_i) ≥ 0``, ``x = δ - ref``."""
-    q, delta = _kl_pieces(a, b, mb, log_sb)
-    return q * _psi(delta - ref, ref)
+def _kl_s(a, b, mb, log_sb, ref, ref_lo):
+    """``q_i ψ(x_i) ≥ 0``, ``x = a - b - ref - ref_lo``."""
+    q, x = _kl_pieces(a, b, mb, log_sb, ref, ref_lo)
+    return q * _psi(x, ref)
 
 
 class _KLStats(NamedTuple):
@@ -812,60 +830,71 @@ class _KLStats(NamedTuple):
 
     mb: jax.Array
     log_sb: jax.Array
-    ref: jax.Array  # lse a - lse b
-    shift: jax.Array  # log p - log q = δ - ref - shift (shift = log(1 + T) on near rows, else 0)
-    near: jax.Array  # the accurate form's rows (p from q and log p - log q); all, for the direct formula
+    ref: jax.Array  # lse a - lse b = ref + ref_lo, in two parts (the first ma - mb rounded)
+    ref_lo: jax.Array
+    shift: jax.Array  # log p - log q = x - shift on near rows (shift = log(1 + T)), else 0
+    near: jax.Array  # the accurate form's rows (p from q and x); none, for the direct formula
     ma: jax.Array
     log_sa: jax.Array
 
 
 def _kl_log_normalisers(stream: Stream):
-    """``(ma, log sa, mb, log sb, lse a - lse b)``: two passes, one per log-normaliser (:func:`shifted_sums`)."""
+    """``(ma, log sa, mb, log sb, ref, ref_lo)``: two passes, one per log-normaliser
+    (:func:`shifted_sums`), and ``lse a - lse b = (ma - mb) + (log sa - log sb)`` as ``ref + ref_lo``,
+    ``ref = fl(ma - mb)`` and ``ref_lo`` the rest (:func:`vfe._numerics.two_difference`): an offset
+    between the two tensors is then carried exactly, and the accurate form's ``t`` stays the rounding
+    of ``log s``."""
     mb, sb = shifted_sums(stream, stream.guess(1), (lambda x, y, m: jnp.exp(y - m),), index=1)
     ma, sa = shifted_sums(stream, stream.guess(0), (lambda x, y, m: jnp.exp(x - m),))
     log_sa, log_sb = jnp.log(sa), jnp.log(sb)
-    return ma, log_sa, mb, log_sb, (ma - mb) + (log_sa - log_sb)
+    ref, rest = two_difference(ma, mb)
+    return ma, log_sa, mb, log_sb, ref, rest + (log_sa - log_sb)
 
 
-def _kl_direct_term(a, b, ma, log_sa, ref):
-    """``p_i (δ_i - ref)`` with ``ref = lse(a) - lse(b)`` (``log p - log q``, clamped at ``-1000``
-    where ``p = 0``), and ``finfo.max`` where ``b`` masks a class that ``a`` allows: a row sum that
-    reaches ``finfo.max`` is ``KL = +∞`` (a finite KL that large would need logits near ``finfo.max``)."""
-    ca, cb = _gap(a, ref)[0], _gap(b, ref)[0]
-    return (jnp.exp((a - ma) - log_sa) * jnp.maximum((ca - cb) - ref, _like(ref, -_CUT))
-            + _kl_escapes(a, b, ref) * _like(ref, jnp.finfo(ref.dtype).max))
+def _kl_direct_term(a, b, ma, log_sa, mb, log_sb):
+    """``p_i (log p_i - log q_i)``, the log-probabilities from their own log-normalisers
+    (:func:`_log_prob`: the naive formula's rounding, whatever the offset between ``a`` and ``b``) and
+    their difference clamped at ``-1000`` where ``p = 0``; plus ``finfo.max`` where ``b`` masks a class
+    that ``a`` allows: a row sum that reaches ``finfo.max`` is ``KL = +∞`` (a finite KL that large
+    would need logits near ``finfo.max``)."""
+    log_p, log_q = _log_prob(a, ma, log_sa), _log_prob(b, mb, log_sb)
+    return (jnp.exp(log_p) * jnp.maximum(log_p - log_q, _like(ma, -_CUT))
+            + _kl_escapes(a, b, ma) * _like(ma, jnp.finfo(ma.dtype).max))
 
 
-def _kl_direct_sum(stream: Stream, ma, log_sa, log_sb, ref):
+def _kl_direct_sum(stream: Stream, ma, log_sa, mb, log_sb):
     """``Σ p (log p - log q)`` from the log-normalisers (one pass), ``+∞`` where ``b`` masks a class
-    that ``a`` allows (every class, if ``b`` is fully masked and ``a`` is not), clamped at 0."""
-    total = stream.sum(_kl_direct_term, ma, log_sa, ref)
+    that ``a`` allows (every class, if ``b`` is fully masked and ``a`` is not), clamped at 0; NaN where
+    ``a`` is fully masked (``p`` undefined)."""
+    total = stream.sum(_kl_direct_term, ma, log_sa, mb, log_sb)
     value = jnp.where(total >= jnp.finfo(total.dtype).max, jnp.inf, jnp.maximum(total, 0.0))
-    return jnp.where(jnp.isneginf(log_sb) & jnp.isfinite(log_sa), jnp.inf, value)
+    value = jnp.where(jnp.isneginf(log_sb), jnp.inf, value)
+    return jnp.where(jnp.isneginf(log_sa), jnp.nan, value)
 
 
 def _kl_forward(stream: Stream):
     """``(KL, _KLStats)`` of the logits ``(a, b)`` of ``stream`` by the accurate form (any floating
     dtype; upcast as they are read; sharded or not): the log-normalisers, ``T`` and ``S`` (four
     passes), the direct sum for the rows it cannot take (a fifth pass, run only if some row needs it)."""
-    ma, log_sa, mb, log_sb, ref = _kl_log_normalisers(stream)
-    big_t = stream.sum(_kl_t, mb, log_sb, ref)
-    big_s = stream.sum(_kl_s, mb, log_sb, ref)
+    ma, log_sa, mb, log_sb, ref, ref_lo = _kl_log_normalisers(stream)
+    big_t = stream.sum(_kl_t, mb, log_sb, ref, ref_lo)
+    big_s = stream.sum(_kl_s, mb, log_sb, ref, ref_lo)
     near = jnp.isfinite(big_t) & jnp.isfinite(big_s) & (big_t > -0.5)
     shift = jnp.where(near, jnp.log1p(jnp.where(near, big_t, 0.0)), 0.0)
     accurate = jnp.maximum(big_s * jnp.exp(-shift) - _phi(-shift, shift), 0.0)
     far = stream.cond(jnp.all(near), lambda _: jnp.zeros_like(ref),
-                      lambda _: _kl_direct_sum(stream.again(), ma, log_sa, log_sb, ref))
+                      lambda _: _kl_direct_sum(stream.again(), ma, log_sa, mb, log_sb))
     value = jnp.where(near, accurate, far)
-    return value[..., 0], _KLStats(mb, log_sb, ref, shift, near, ma, log_sa)
+    return value[..., 0], _KLStats(mb, log_sb, ref, ref_lo, shift, near, ma, log_sa)
 
 
 def _kl_direct_forward(stream: Stream):
     """``(KL, _KLStats)`` by the definition ``Σ p (log p - log q)``: ``lse b``, ``lse a`` and the
-    sum, one pass each (every row is "near" with ``shift = 0``: ``log p - log q = δ - ref``)."""
-    ma, log_sa, mb, log_sb, ref = _kl_log_normalisers(stream)
-    value = _kl_direct_sum(stream, ma, log_sa, log_sb, ref)
-    return value[..., 0], _KLStats(mb, log_sb, ref, jnp.zeros_like(ref), jnp.ones(ref.shape, bool), ma, log_sa)
+    sum, one pass each (no row is "near": the backward pass also takes ``log p - log q``)."""
+    ma, log_sa, mb, log_sb, ref, ref_lo = _kl_log_normalisers(stream)
+    value = _kl_direct_sum(stream, ma, log_sa, mb, log_sb)
+    return value[..., 0], _KLStats(mb, log_sb, ref, ref_lo, jnp.zeros_like(ref), jnp.zeros(ref.shape, bool),
+                                   ma, log_sa)
 
 
 _KL_FORWARD = {"accurate": _kl_forward, "direct": _kl_direct_forward}
@@ -884,12 +913,13 @@ def _kl_fwd(a, b, rows, formula):
 def _kl_bwd(rows, formula, res, g):
     a, b, value, st = res
     ac, bc = _up(a), _up(b)
-    q, delta = _kl_pieces(ac, bc, st.mb, st.log_sb)
-    d = (delta - st.ref) - st.shift  # log p - log q, without cancellation on the accurate form's near rows
-    log_p = (ac - st.ma) - st.log_sa
-    if formula == "accurate":  # p from q on near rows, consistent with q where p ≈ q
-        log_p = jnp.where(st.near, ((bc - st.mb) - st.log_sb) + d, log_p)
-    p = jnp.exp(log_p)
+    log_p, log_q = _log_prob(ac, st.ma, st.log_sa), _log_prob(bc, st.mb, st.log_sb)
+    d = log_p - log_q
+    if formula == "accurate":  # near rows: x - log(1 + T), without cancellation, and p from q with it
+        x = _kl_gap(ac, bc, st.mb, st.ref, st.ref_lo)
+        d = jnp.where(st.near, x - st.shift, d)
+        log_p = jnp.where(st.near, log_q + d, log_p)
+    p, q = jnp.exp(log_p), jnp.exp(log_q)
     kl = value[..., None]
     finite = jnp.isfinite(kl)  # +inf rows (an escape) have no finite slope: 0, and p is not computed there
     g = g[..., None]
