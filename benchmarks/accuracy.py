@@ -6,7 +6,9 @@ Run: ``python benchmarks/accuracy.py`` (needs the ``test`` extra for mpmath).
    mpmath oracle computed on the exact (rounded) inputs: worst relative error and the share of
    negative results, for vfe (probabilities and logits; vfe.streaming in both of its formulas),
    optax, ``jax.scipy.special.rel_entr`` and the naive ``Σ p log(p/q)``.
-2. ``softmax(z/T)`` and ``-T log Σ exp(-E/T)`` for logits/energies near 1e4 and tiny ``T``
+2. KL from logits that differ (``b = a + 0.3·noise``, 64 classes) with an offset added to one or
+   both tensors (softmax unchanged): worst relative error, for vfe and the ``log_softmax`` formula.
+3. ``softmax(z/T)`` and ``-T log Σ exp(-E/T)`` for logits/energies near 1e4 and tiny ``T``
    under ``jit``: whether the result is the exact limit, for vfe and for ``jax.nn``.
 """
 
@@ -81,6 +83,28 @@ def kl_table(n_pairs: int = 200, n: int = 16, rel: float = 1e-6) -> list[tuple]:
     return rows
 
 
+def offset_table(n_pairs: int = 20, n: int = 64) -> list[tuple]:
+    implementations = {
+        "vfe.kl_divergence_from_logits": vfe.kl_divergence_from_logits,
+        "streaming KL from logits": streaming.kl_divergence_from_logits,
+        "streaming KL from logits, direct": functools.partial(streaming.kl_divergence_from_logits, formula="direct"),
+        "naive log_softmax formula": lambda a, b: jnp.sum(jax.nn.softmax(a) * (jax.nn.log_softmax(a)
+                                                                               - jax.nn.log_softmax(b))),
+    }
+    jitted = {name: jax.jit(fn) for name, fn in implementations.items()}
+    rng = np.random.default_rng(1)
+    bases = [(3 * rng.standard_normal(n), rng.standard_normal(n)) for _ in range(n_pairs)]
+    rows = []
+    for offsets in ((0.0, 0.0), (0.0, 1e4), (1e4, 1e4), (1e6, 0.0)):
+        pairs = [((base + offsets[0]).astype(np.float32), (base + 0.3 * noise + offsets[1]).astype(np.float32))
+                 for base, noise in bases]
+        truths = [_oracle_kl_logits(a, b) for a, b in pairs]
+        for name, fn in jitted.items():
+            errors = [abs(float(fn(jnp.asarray(a), jnp.asarray(b))) - t) / t for (a, b), t in zip(pairs, truths)]
+            rows.append((f"{offsets[0]:g}, {offsets[1]:g}", name, max(errors)))
+    return rows
+
+
 def limit_table() -> list[tuple]:
     z = jnp.array([1e4, 1e4 - 1.0, 1e4, -jnp.inf, 3.0], jnp.float32)
     exact_p = np.array([0.5, 0.0, 0.5, 0.0, 0.0])  # ties share the mass; F = min E - T log 2
@@ -107,6 +131,11 @@ def main() -> None:
     print(f"{'dtype':8} {'implementation':32} {'max rel. error':>15} {'negative':>9}")
     for dtype, name, err, neg in kl_table():
         print(f"{dtype:8} {name:32} {err:15.2e} {neg:9.0%}")
+    print("\nKL(p||q) from float32 logits b = a + 0.3 noise (n = 64, 20 pairs), offsets added to (a, b);"
+          " relative error vs 50-digit mpmath")
+    print(f"{'offsets':12} {'implementation':32} {'max rel. error':>15}")
+    for offsets, name, err in offset_table():
+        print(f"{offsets:12} {name:32} {err:15.2e}")
     print("\nT -> 0 with logits/energies near 1e4 (float32, under jit)")
     print(f"{'T':7} {'implementation':28} {'result':42} verdict")
     for t, name, got, verdict in limit_table():

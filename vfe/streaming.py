@@ -688,7 +688,8 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
 
     ``formula="direct"`` evaluates the definition instead,
 
-    .. math:: \mathrm{KL}(p\|q) = \sum_i p_i (a_i - b_i) - \big(\operatorname{lse}(a) - \operatorname{lse}(b)\big),
+    .. math:: \mathrm{KL}(p\|q) = \sum_i p_i (\log p_i - \log q_i),\qquad
+        \log p_i = (a_i - m_a) - \log \textstyle\sum_j e^{a_j - m_a}\ \text{(likewise } q\text{)},
 
     in three light passes (``lse b``, ``lse a``, the weighted sum ``Σ p_i(\log p_i - \log q_i)`` with
     each log-probability from its own log-normaliser) and about half the time of the accurate form:
