@@ -52,6 +52,15 @@ def two_difference(x: Array, y: Array) -> tuple[Array, Array]:
     return s, (x - x_rounded) + (y_rounded - y)
 
 
+def exact_gap(x: Array, y: Array, ref: Array, ref_lo: Array) -> Array:
+    """``(x - y) - (ref + ref_lo)`` with ``x - y`` carried exactly (:func:`two_difference`): where
+    ``x - y ≈ ref`` the subtraction of ``ref`` is exact (Sterbenz) and the result keeps its relative
+    accuracy whatever the magnitudes of ``x``, ``y`` and ``ref``; elsewhere its error is relative to
+    the result. The log-ratio of two logit tensors that differ by an offset."""
+    s, e = two_difference(x, y)
+    return ((s - ref) + e) - ref_lo
+
+
 def finite_or_max(x: Array) -> Array:
     """``x`` with ``±inf`` replaced by ``±finfo.max`` and NaN by ``0``.
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from vfe import _checks
-from vfe._numerics import finite_or_max, kl_term, mul_no_nan, two_difference, upcast, xlogy
+from vfe._numerics import exact_gap, finite_or_max, kl_term, mul_no_nan, two_difference, upcast, xlogy
 
 __all__ = [
     "entropy",
@@ -325,7 +325,7 @@ def _kl_row_stats(a, b):
     Returns ``(ma, log_sa, mb, log_sb, ref, ref_lo, shift, near)``: ``log p = (a - ma) - log sa``
     and ``log q = (b - mb) - log sb`` (``m`` the maxima: rounded in proportion to the spread of the
     logits, not to their offset), and for the accurate log-ratio ``d = x - shift`` with
-    ``x = (a - b) - (ref + ref_lo)`` (:func:`_kl_gap`): ``ref + ref_lo`` is ``a - b`` at the mode of
+    ``x = (a - b) - (ref + ref_lo)`` (:func:`vfe._numerics.exact_gap`): ``ref + ref_lo`` is ``a - b`` at the mode of
     ``q`` (among entries where both logits are finite) exactly, and
     ``shift = log Σ_j q_j e^{x_j}``, evaluated as ``log1p(Σ q expm1(x))`` — no cancellation, no
     overflow — on rows that are ``near`` (``x ≤ 30`` wherever both are finite, and at most half of
@@ -342,26 +342,20 @@ def _kl_row_stats(a, b):
     ref, ref_lo = two_difference(jnp.take_along_axis(a, mode, axis=-1), jnp.take_along_axis(b, mode, axis=-1))
     q = jnp.exp((b - mb) - log_sb)
     masked_mass = jnp.sum(jnp.where(jnp.isneginf(a), q, 0.0), axis=-1, keepdims=True)
-    spread = jnp.max(jnp.where(both, _kl_gap(a, b, ref, ref_lo), -jnp.inf), axis=-1, keepdims=True)
+    x = exact_gap(a, b, ref, ref_lo)
+    spread = jnp.max(jnp.where(both, x, -jnp.inf), axis=-1, keepdims=True)
     near = (spread <= 30.0) & (masked_mass <= 0.5)
-    gap = jnp.where(both & near, _kl_gap(a, b, ref, ref_lo), 0.0)
+    gap = jnp.where(both & near, x, 0.0)
     shift = jnp.log1p(jnp.sum(jnp.where(both & (q > 0), q * jnp.expm1(gap), 0.0), axis=-1, keepdims=True)
                       - masked_mass)
     return ma, log_sa, mb, log_sb, ref, ref_lo, shift, near
-
-
-def _kl_gap(a, b, ref, ref_lo):
-    """``x = (a - b) - (ref + ref_lo)`` with ``a - b`` carried exactly (:func:`two_difference`): relative
-    accuracy where ``a - b ≈ ref``, whatever the offset between ``a`` and ``b`` (finite entries only)."""
-    s, e = two_difference(a, b)
-    return ((s - ref) + e) - ref_lo
 
 
 def _kl_elements(a, b, stats):
     """``(p, q, d)`` elementwise from the logits and :func:`_kl_row_stats`."""
     ma, log_sa, mb, log_sb, ref, ref_lo, shift, near = stats
     log_p, log_q = (a - ma) - log_sa, (b - mb) - log_sb
-    d = jnp.where(near, _kl_gap(a, b, ref, ref_lo) - shift, log_p - log_q)
+    d = jnp.where(near, exact_gap(a, b, ref, ref_lo) - shift, log_p - log_q)
     d = jnp.where(jnp.isneginf(b) & ~jnp.isneginf(a), jnp.inf, d)
     d = jnp.where(jnp.isneginf(a), -jnp.inf, d)
     return jnp.exp(log_p), jnp.exp(log_q), d

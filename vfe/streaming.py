@@ -73,7 +73,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from vfe import _checks
-from vfe._numerics import compute_dtype, two_difference
+from vfe._numerics import compute_dtype, exact_gap, two_difference
 
 __all__ = [
     "BLOCK",
@@ -734,7 +734,7 @@ def _gap(x, r):
 
 def _kl_gap(a, b, mb, ref, ref_lo):
     """``x = (a - b) - (ref + ref_lo)`` with ``a - b`` carried exactly
-    (:func:`vfe._numerics.two_difference`): where ``a - b ≈ ref`` (``p ≈ q``, whatever the offset
+    (:func:`vfe._numerics.exact_gap`): where ``a - b ≈ ref`` (``p ≈ q``, whatever the offset
     between the two logit tensors) the subtraction of ``ref`` is exact and ``x`` keeps its relative
     accuracy; elsewhere its error is relative to ``x``. Masked logits are clamped at ``-finfo.max``:
     ``x ≈ -finfo.max`` where ``a`` masks a class, ``≈ finfo.max`` where only ``b`` does and ``-ref``
@@ -742,8 +742,7 @@ def _kl_gap(a, b, mb, ref, ref_lo):
     ``ref < -88`` in float32 (``-709`` in float64), and where ``a - b`` overflows, for logits beyond
     ``finfo.max/2``: such rows take the direct sum. Marking the classes both mask instead costs
     XLA:CPU a materialised ``[..., n]`` temporary in the ``S`` pass.)"""
-    s, e = two_difference(_gap(a, mb)[0], _gap(b, mb)[0])
-    return ((s - ref) + e) - ref_lo
+    return exact_gap(_gap(a, mb)[0], _gap(b, mb)[0], ref, ref_lo)
 
 
 def _kl_pieces(a, b, mb, log_sb, ref, ref_lo):
@@ -754,7 +753,7 @@ def _kl_pieces(a, b, mb, log_sb, ref, ref_lo):
 def _log_prob(x, m, log_s):
     """``log softmax`` from the statistics, clamped at ``-finfo.max``: finite for every logit (``-∞`` and
     any finite value), its error the rounding of ``x - m`` — independent of the logits' offset."""
-    return jnp.maximum(x - m, _like(m, -jnp.finfo(x.dtype).max)) - log_s
+    return _finite_gap(x, m)[0] - log_s
 
 
 def _kl_masked(a, b, r):
