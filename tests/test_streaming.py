@@ -133,14 +133,15 @@ def _draw(name, data, dtype, n, *, edge=True, batch=S.BATCH):
 
 def _takes_direct_sum(a, b, dtype):
     """Rows on which the accurate KL form falls back to the direct sum (its documented rule): some
-    ``x_i = a_i - b_i - (lse a - lse b)`` near or past the overflow of ``e^x`` — a class that only
-    ``b`` masks, or one both mask when ``lse b - lse a`` is that large."""
+    ``x_i = a_i - b_i - (lse a - lse b)`` near or past the overflow of ``n e^x`` (the sums carry the
+    factor ``s_b ≤ n``) — a class that only ``b`` masks, or one both mask when ``lse b - lse a`` is
+    that large."""
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
     ref = (O.rowwise(O.log_evidence, a) - O.rowwise(O.log_evidence, b))[:, None]
     ma, mb = np.isneginf(a64), np.isneginf(b64)
     with np.errstate(invalid="ignore"):
         x = np.where(ma & mb, -ref, np.where(ma, -np.inf, np.where(mb, np.inf, (a64 - b64) - ref)))
-    return np.any(x > np.log(np.finfo(dtype).max) - 5, axis=-1)
+    return np.any(x > np.log(np.finfo(dtype).max) - 5 - np.log(a64.shape[-1]), axis=-1)
 
 
 def _oracle_and_scale(name, args, dtype):
@@ -527,24 +528,29 @@ def test_large_vocabularies_through_the_public_api():
 # ============================================================================ memory on XLA:CPU
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float64], ids=lambda d: jnp.dtype(d).name)
 @pytest.mark.parametrize("name", NAMES)
-def test_blocked_reductions_materialise_no_vocabulary_sized_temporary(name):
+def test_blocked_reductions_materialise_no_vocabulary_sized_temporary(name, dtype):
     """Forward and forward+gradient programs of the CPU default keep their temporaries below an
-    eighth of the logits (XLA's compiled memory analysis; [8, 65536] float32 inputs): the logits are
-    read by fused reductions, never copied into [N, V] intermediates."""
+    eighth of the logits (XLA's compiled memory analysis): the logits are read by fused reductions,
+    never copied into [N, V] intermediates. The shapes are past XLA:CPU's thresholds: above about
+    1e8 elements its reductions become YNNPACK fusions, which stop growing at 100 instructions and
+    compute the rest of a long summand into a temporary (the accurate KL's ``S`` pass did, 0.5-12×
+    the logits, and the bfloat16 entropy's gradient, which shared a broadcast constant with its
+    forward pass); [1024, 128256] is also reduced in blocks."""
     if jax.default_backend() != "cpu":
         pytest.skip("an XLA:CPU property")
-    n, v = 8, 65536
-    z = jax.ShapeDtypeStruct((n, v), jnp.float32)
-    y = jax.ShapeDtypeStruct((n,), jnp.int32)
-    t = jax.ShapeDtypeStruct((n,), jnp.float32)
-    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (z, z), "kl": (z, z), "kl_direct": (z, z),
-            "log_partition": (z, t), "helmholtz": (z, t)}[name]
-    f = PUBLIC[name]
-    grad = jax.grad(lambda *a: jnp.sum(f(*a)))
-    for program in (f, grad):
-        temp = jax.jit(program).lower(*args).compile().memory_analysis().temp_size_in_bytes
-        assert temp < n * v * 4 / 8, (name, program, temp)
+    for n, v in ((4096, 32000), (1024, 128256)):
+        z = jax.ShapeDtypeStruct((n, v), dtype)
+        y = jax.ShapeDtypeStruct((n,), jnp.int32)
+        t = jax.ShapeDtypeStruct((n,), dtype)
+        args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (z, z), "kl": (z, z),
+                "kl_direct": (z, z), "log_partition": (z, t), "helmholtz": (z, t)}[name]
+        f = PUBLIC[name]
+        grad = jax.grad(lambda *a: jnp.sum(f(*a)).astype(jnp.float32))
+        for program in (f, grad):
+            temp = jax.jit(program).lower(*args).compile().memory_analysis().temp_size_in_bytes
+            assert temp < n * v * jnp.dtype(dtype).itemsize / 8, (name, (n, v), program, temp)
 
 
 # ============================================================================ argument checks

@@ -359,8 +359,9 @@ def _exp_gap(x, m):
 
 
 def _exp_gap_times_gap(x, m):
-    """``e^{x - m}(x - m)``, with ``x - m`` clamped at ``-1000`` (where ``e^{x - m} = 0``: masked)."""
-    return jnp.exp(x - m) * jnp.maximum(x - m, -_CUT)
+    """``e^{x - m}(x - m)``, with ``x - m`` clamped at ``-1000`` (where ``e^{x - m} = 0``: masked; a row
+    scalar, :func:`_like`, as the backward pass clamps at the same constant)."""
+    return jnp.exp(x - m) * jnp.maximum(x - m, _like(m, -_CUT))
 
 
 def _softmax(z, m, log_s):
@@ -681,7 +682,8 @@ def kl_divergence_from_logits(p_logits: Float[Array, "*batch n"], q_logits: Floa
     is not rounded at the offset's scale. Four passes over the logits: ``lse b``,
     ``lse a``, ``T`` and ``S``; masks need no pass of their own (where ``a`` masks most of ``q``'s
     mass, ``S`` is still a sum of non-negative terms). Rows where ``e^x`` overflows (``T`` or ``S``
-    not finite: ``p_i/q_i > e^{88}`` in float32) or ``b`` masks a class that ``a`` allows (and, as a
+    not finite, summed as ``s_b T`` and ``s_b S`` with ``s_b = Σ_i e^{b_i - m_b} ≤ n``: ``p_i/q_i``
+    beyond about ``e^{88}/n`` in float32) or ``b`` masks a class that ``a`` allows (and, as a
     guard, rows with ``T ≤ -1/2``, which finite inputs do not produce: ``T`` is the rounding of ``r``)
     use ``Σ p_i(\log p_i - \log q_i)``, whose rounding is small against their divergence; its pass
     runs only when some row needs it (a :func:`jax.lax.cond`).
@@ -745,11 +747,6 @@ def _kl_gap(a, b, mb, ref, ref_lo):
     return exact_gap(_gap(a, mb)[0], _gap(b, mb)[0], ref, ref_lo)
 
 
-def _kl_pieces(a, b, mb, log_sb, ref, ref_lo):
-    """``(q, x)`` elementwise: ``q = softmax(b)`` and ``x`` of :func:`_kl_gap`."""
-    return jnp.exp((b - mb) - log_sb), _kl_gap(a, b, mb, ref, ref_lo)
-
-
 def _log_prob(x, m, log_s):
     """``log softmax`` from the statistics, clamped at ``-finfo.max``: finite for every logit (``-∞`` and
     any finite value), its error the rounding of ``x - m`` — independent of the logits' offset."""
@@ -770,59 +767,61 @@ def _kl_escapes(a, b, r):
 _SERIES_RADIUS = 0.125
 
 
-def _series_or_direct(x, r, coefficients, direct):
-    r"""``Σ_k c_k x^k`` (``coefficients`` from ``k = 2``) for ``|x| ≤ 1/8``, ``direct(x)`` elsewhere.
+def _series_or_direct(x, coefficients, direct):
+    r"""``Σ_k c_k x^k`` (``coefficients`` from ``k = 2``) for ``|x| ≤ 1/8``, ``direct(x)`` elsewhere
+    (``direct`` must be finite for ``|x| ≤ 1/8``).
 
-    The switch is arithmetic (a weight that is exactly 0 or 1 away from ``|x| = 1/8``), not a
-    select, and the constants are row scalars made from the statistic ``r`` (:func:`_like`), so
-    that a reduction of the result stays one fused loop on XLA:CPU."""
-    xs = jnp.minimum(jnp.maximum(x, _like(r, -_SERIES_RADIUS)), _like(r, _SERIES_RADIUS))
-    series = _like(r, coefficients[-1])
+    Written for XLA:CPU, whose fused reductions (YNNPACK fusions) stop growing at 100 instructions and
+    compute what is left over into a ``[..., n]`` temporary: few operations and constants, no select.
+    The switch is a weight ``w = sign(|x| - min(|x|, 1/8))``, exactly 0 or 1; the series is evaluated
+    at ``x - w x`` (``x`` inside the radius, 0 outside, where it vanishes) and ``w·direct(x)`` added."""
+    magnitude = jnp.abs(x)
+    w = jnp.sign(magnitude - jnp.minimum(magnitude, _SERIES_RADIUS))
+    xs = x - x * w
+    series = coefficients[-1] * xs
     for c in reversed(coefficients[:-1]):
-        series = series * xs + c
-    series = series * xs * xs
-    weight = jnp.minimum(jnp.maximum((jnp.abs(x) - _SERIES_RADIUS) * 2.0 ** 60, _like(r, 0.0)), _like(r, 1.0))
-    return weight * direct(x) + (1.0 - weight) * series
+        series = (series + c) * xs
+    return series * xs + w * direct(x)
 
 
 def _degree(x, float32: int, float64: int) -> int:
     return float64 if jnp.finfo(x.dtype).bits > 32 else float32
 
 
-def _phi(x, r):
+def _phi(x):
     r"""``φ(x) = e^x - 1 - x ≥ 0`` to a few ulps: its Taylor series ``Σ_{k≥2} x^k/k!`` for ``|x| ≤ 1/8``
     (degree 6 in float32, 12 in float64: the first omitted term is below 2e-8 / 5e-19 of the sum),
     ``expm1(x) - x`` elsewhere (the cancellation costs at most a factor 16)."""
     degree = _degree(x, 6, 12)
-    return _series_or_direct(x, r, [1.0 / math.factorial(k) for k in range(2, degree + 1)],
-                             lambda x: jnp.expm1(x) - x)
+    return _series_or_direct(x, [1.0 / math.factorial(k) for k in range(2, degree + 1)], lambda x: jnp.expm1(x) - x)
 
 
 def _psi(x, r):
     r"""``ψ(x) = 1 + (x - 1)e^x = Σ_{k≥2} (k - 1)x^k/k! ≥ 0`` to a few ulps: the series for ``|x| ≤ 1/8``
-    (degree 7 in float32, 12 in float64: the first omitted term is below 2e-9 / 5e-19 of the sum),
-    ``(x - 1)expm1(x) + x`` elsewhere (cancellation: at most a factor 16), with ``x`` clamped at
-    ``-1000`` there so that ``ψ(-∞) = 1``."""
-    degree = _degree(x, 7, 12)
+    (degree 7 in float32, 11 in float64: the first omitted term is below 2e-9 / 5e-17 of the sum),
+    ``x expm1(x) - (expm1(x) - x)`` elsewhere (cancellation: at most a factor 20), with ``x`` clamped
+    at ``-1000`` there so that ``ψ(-∞) = 1`` exactly (a row scalar made from the statistic ``r``,
+    :func:`_like`: the backward pass clamps at the same constant)."""
+    degree = _degree(x, 7, 11)
 
     def direct(x):
         x = jnp.maximum(x, _like(r, -_CUT))
-        return (x - 1.0) * jnp.expm1(x) + x
+        e = jnp.expm1(x)
+        return x * e - (e - x)
 
-    return _series_or_direct(x, r, [(k - 1) / math.factorial(k) for k in range(2, degree + 1)], direct)
-
-
-# The summands of the accurate KL (see kl_divergence_from_logits), one reduction each.
-def _kl_t(a, b, mb, log_sb, ref, ref_lo):
-    """``q_i expm1(x_i)``, ``x = a - b - ref - ref_lo``: the row sum is ``T = Σ_i q_i e^{x_i} - 1``."""
-    q, x = _kl_pieces(a, b, mb, log_sb, ref, ref_lo)
-    return q * jnp.expm1(x)
+    return _series_or_direct(x, [(k - 1) / math.factorial(k) for k in range(2, degree + 1)], direct)
 
 
-def _kl_s(a, b, mb, log_sb, ref, ref_lo):
-    """``q_i ψ(x_i) ≥ 0``, ``x = a - b - ref - ref_lo``."""
-    q, x = _kl_pieces(a, b, mb, log_sb, ref, ref_lo)
-    return q * _psi(x, ref)
+# The summands of the accurate KL (see kl_divergence_from_logits), one reduction each, without q's
+# normaliser: the row sums are s_b T and s_b S (fewer instructions per class; see _series_or_direct).
+def _kl_t(a, b, mb, ref, ref_lo):
+    """``e^{b_i - m_b} expm1(x_i)``, ``x = a - b - ref - ref_lo``: the row sum is ``s_b T``."""
+    return jnp.exp(b - mb) * jnp.expm1(_kl_gap(a, b, mb, ref, ref_lo))
+
+
+def _kl_s(a, b, mb, ref, ref_lo):
+    """``e^{b_i - m_b} ψ(x_i) ≥ 0``, ``x = a - b - ref - ref_lo``: the row sum is ``s_b S``."""
+    return jnp.exp(b - mb) * _psi(_kl_gap(a, b, mb, ref, ref_lo), ref)
 
 
 class _KLStats(NamedTuple):
@@ -877,11 +876,12 @@ def _kl_forward(stream: Stream):
     dtype; upcast as they are read; sharded or not): the log-normalisers, ``T`` and ``S`` (four
     passes), the direct sum for the rows it cannot take (a fifth pass, run only if some row needs it)."""
     ma, log_sa, mb, log_sb, ref, ref_lo = _kl_log_normalisers(stream)
-    big_t = stream.sum(_kl_t, mb, log_sb, ref, ref_lo)
-    big_s = stream.sum(_kl_s, mb, log_sb, ref, ref_lo)
+    inv_sb = jnp.exp(-log_sb)
+    big_t = stream.sum(_kl_t, mb, ref, ref_lo) * inv_sb
+    big_s = stream.sum(_kl_s, mb, ref, ref_lo) * inv_sb
     near = jnp.isfinite(big_t) & jnp.isfinite(big_s) & (big_t > -0.5)
     shift = jnp.where(near, jnp.log1p(jnp.where(near, big_t, 0.0)), 0.0)
-    accurate = jnp.maximum(big_s * jnp.exp(-shift) - _phi(-shift, shift), 0.0)
+    accurate = jnp.maximum(big_s * jnp.exp(-shift) - _phi(-shift), 0.0)
     far = stream.cond(jnp.all(near), lambda _: jnp.zeros_like(ref),
                       lambda _: _kl_direct_sum(stream.again(), ma, log_sa, mb, log_sb))
     value = jnp.where(near, accurate, far)
