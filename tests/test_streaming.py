@@ -409,6 +409,19 @@ def test_a_fully_masked_row_gives_nan_except_logsumexp_and_kl_to_it():
         assert all(np.array_equal(g, np.zeros_like(g)) for g in jax.grad(lambda w, z: kl(w, z).sum(), (0, 1))(w, z))
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("formula", ST.KL_FORMULAS)
+def test_kl_is_infinite_where_q_masks_a_class_whose_p_underflows(formula, dtype):
+    """``b`` masks a class that ``a`` allows: ``KL = +inf`` even where that class's ``p_i`` rounds to 0
+    (``a_i`` 1e4 below the others), and with huge logits (1e30, span below finfo.max/2, for the
+    dtypes that hold them); a class both mask contributes nothing."""
+    big = 1e30 if np.finfo(dtype).max > 1e31 else 1e4
+    a = np.array([[0.0, -1e4, 1.0, -np.inf], [big, 0.0, -big, -np.inf], [0.0, 1.0, 2.0, -np.inf]], dtype)
+    b = np.array([[0.0, -np.inf, 1.0, -np.inf], [big, -np.inf, 0.0, -np.inf], [0.5, 1.0, 2.0, -np.inf]], dtype)
+    kl = np.asarray(ST.kl_divergence_from_logits(a, b, formula=formula), np.float64)
+    assert kl[0] == np.inf and kl[1] == np.inf and np.isfinite(kl[2]) and kl[2] > 0, kl
+
+
 def test_reverse_mode_only():
     """custom_vjp: forward-mode differentiation is not defined (documented)."""
     with pytest.raises(TypeError):
@@ -606,7 +619,7 @@ def test_a_planted_wrong_direct_kl_is_rejected(plant, monkeypatch):
     direct = lambda a, b: ST._kl_vjp(a, b, Rows("blocked", 3), "direct")
     check_against_oracle(jax.jit(direct), "kl_direct", (a, b), np.float64, "right")
     if plant == "no escape pass":
-        monkeypatch.setattr(ST, "_kl_escapes", lambda a, b, r: jnp.zeros_like(a))
+        monkeypatch.setattr(ST, "_kl_escapes", lambda d, r: jnp.zeros_like(d))
     else:
         term = ST._kl_direct_term
         monkeypatch.setattr(ST, "_kl_direct_term",
