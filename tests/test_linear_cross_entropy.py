@@ -223,6 +223,29 @@ def test_temporary_memory_does_not_grow_with_the_vocabulary():
         assert grad < tokens * v * 4 // 2, (v, grad)
 
 
+def test_bfloat16_weights_are_not_converted_whole():
+    """bfloat16 ``h`` and ``W``: XLA:CPU computes bfloat16 dots in float32 and, given the chance,
+    converts all of ``W`` once before the tile loop (a float32 copy of ``W``: 2.1 GB at
+    d = 4096, V = 128256). The forward's temporaries stay the same for V = 8192 and 32768; the
+    forward+gradient program's grow by at most one ``∂W``-sized bfloat16 buffer (d·V·2 bytes, the
+    gradient's own size) — a float32 copy of ``W`` (d·V·4) fails both checks (before this test:
+    2.7 → 8.7 MB forward, 3.8 → 12.6 MB with the gradient)."""
+    tokens, d = 256, 64
+
+    def temps(v):
+        args = (jax.ShapeDtypeStruct((tokens, d), jnp.bfloat16), jax.ShapeDtypeStruct((d, v), jnp.bfloat16),
+                jax.ShapeDtypeStruct((tokens,), jnp.int32))
+        f = lambda h, w, y: linear_cross_entropy(h, w, y, block_tokens=128, block_vocab=1024)
+        fwd = jax.jit(f).lower(*args).compile().memory_analysis().temp_size_in_bytes
+        grad = jax.jit(jax.grad(lambda h, w, y: jnp.sum(f(h, w, y)), (0, 1))).lower(*args).compile()
+        return fwd, grad.memory_analysis().temp_size_in_bytes
+
+    (fwd_small, grad_small), (fwd_large, grad_large) = temps(8192), temps(32768)
+    tile = 128 * 1024 * 4
+    assert fwd_large <= fwd_small + tile // 4 and fwd_large <= 4 * tile, (fwd_small, fwd_large)
+    assert grad_large <= grad_small + d * (32768 - 8192) * 2 + tile // 4, (grad_small, grad_large)
+
+
 def test_arguments_are_checked():
     h, w, y = jnp.zeros((4, 3)), jnp.zeros((3, 5)), jnp.zeros(4, jnp.int32)
     with pytest.raises(ValueError, match="last axis"):
