@@ -21,7 +21,9 @@ Shapes: on CPU ``[2048, 32000]`` and ``[1024, 128256]`` float32 plus a bfloat16 
 minutes on 2 cores; ``--quick``: ``[256, 32000]`` and ``[128, 128256]``, one repeat, about
 half a minute); ``--current`` adds vfe.information's entropy and KL as a second peer; on GPU
 ``[8192, 128256]`` float32 and bfloat16, and every ``implementation`` of vfe.streaming. The linear
-head uses ``d = 256`` on CPU and ``d = 4096`` on GPU.
+head uses ``d = 256`` on CPU and ``d = 4096`` on GPU. A second table gives, without running them, the
+linear head's compiled temporaries at the issue's shape (h [8192, 4096], W [4096, 128256], bfloat16
+and float32) against the naive ``h @ W`` + optax (the target: at most 1/8 of it).
 
 On CPU every gradient program here is dominated by the first touch of its freshly allocated
 ``[N, V]`` output (page faults); ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/llm.py``
@@ -229,11 +231,8 @@ def run(shapes, linear_shapes, implementations, repeats, on_gpu, include_current
         y = jnp.arange(n, dtype=jnp.int32) * 7919 % v
         label = f"h [{n}, {d}], W [{d}, {v}] {jnp.dtype(dtype).name}"
         size = (n * d + d * v) * jnp.dtype(dtype).itemsize
-        for mode, o, p_, need in (
-                ("forward", linear_cross_entropy, peer_linear, size),
-                ("fwd + grad", grad_of_sum(linear_cross_entropy, (0, 1)), grad_of_sum(peer_linear, (0, 1)), 2 * size),
-                ("mean, fwd + grad", grad_of_sum(functools.partial(linear_cross_entropy, reduction="mean"), (0, 1)),
-                 grad_of_sum(lambda *a: jnp.mean(peer_linear(*a)), (0, 1)), 2 * size)):
+        for mode, o, p_ in linear_modes():
+            need = size if mode == "forward" else 2 * size
             variant = "row chunks, gradients in the forward" if mode.startswith("mean") else "default tiles"
             row = measure(f"linear + cross-entropy, {mode}", label, variant, o, p_, "h @ W + optax",
                           (h, w, y), need, bandwidth, repeats, on_gpu)
@@ -242,9 +241,39 @@ def run(shapes, linear_shapes, implementations, repeats, on_gpu, include_current
     return rows
 
 
-def markdown(rows, header_lines) -> str:
+def linear_modes():
+    """``(mode, vfe program, naive program)`` of the linear head: forward, fwd + grad, mean fwd + grad."""
+    return (("forward", linear_cross_entropy, peer_linear),
+            ("fwd + grad", grad_of_sum(linear_cross_entropy, (0, 1)), grad_of_sum(peer_linear, (0, 1))),
+            ("mean, fwd + grad", grad_of_sum(functools.partial(linear_cross_entropy, reduction="mean"), (0, 1)),
+             grad_of_sum(lambda *a: jnp.mean(peer_linear(*a)), (0, 1))))
+
+
+MEMORY_HEADER = ["quantity", "shape", "vfe temp MB", "h @ W + optax temp MB", "vfe/naive"]
+
+
+def linear_memory(shapes) -> list[list[str]]:
+    """The linear head's compiled temporaries (XLA's memory analysis of each program, nothing is run)
+    against the naive ``h @ W`` + optax, at shapes too large to time here (the issue's target: at most
+    1/8 of the naive at h [8192, 4096], W [4096, 128256] bfloat16)."""
+    rows = []
+    for n, d, v, dtype in shapes:
+        args = (jax.ShapeDtypeStruct((n, d), dtype), jax.ShapeDtypeStruct((d, v), dtype),
+                jax.ShapeDtypeStruct((n,), jnp.int32))
+        for mode, ours, peer in linear_modes():
+            temp = [compiled(f, *args).memory_analysis().temp_size_in_bytes / MB for f in (ours, peer)]
+            rows.append([f"linear + cross-entropy, {mode}", f"h [{n}, {d}], W [{d}, {v}] {jnp.dtype(dtype).name}",
+                         f"{temp[0]:.0f}", f"{temp[1]:.0f}", f"{temp[0] / temp[1]:.2f}"])
+            print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
+def markdown(rows, header_lines, memory_rows=()) -> str:
     out = [*header_lines, "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     out += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+    if memory_rows:
+        out += ["", "| " + " | ".join(MEMORY_HEADER) + " |", "|" + "---|" * len(MEMORY_HEADER)]
+        out += ["| " + " | ".join(r) + " |" for r in memory_rows]
     return "\n".join(out) + "\n"
 
 
@@ -264,9 +293,12 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 3)
     f32, bf16 = jnp.float32, jnp.bfloat16
     ce = ("integer cross-entropy",)
+    # compiled only (the issue's linear-head shape; its temporaries are the target, not its time here)
+    linear_memory_shapes = [(8192, 4096, 128256, bf16), (8192, 4096, 128256, f32)]
     if args.quick:
         shapes = [(256, 32000, f32, None), (128, 128256, f32, None), (256, 32000, bf16, ce)]
         linear = [(256, 128, 32000, f32)]
+        linear_memory_shapes = [(512, 256, 32000, bf16)]
         implementations = [None, "onepass"] if on_gpu else [None]
     elif on_gpu:
         shapes = [(8192, 128256, f32, None), (8192, 128256, bf16, None)]
@@ -284,9 +316,11 @@ def main() -> None:
     print(header[0])
     print(" | ".join(HEADER))
     rows = run(shapes, linear, implementations, repeats, on_gpu, include_current=args.current)
+    print(" | ".join(MEMORY_HEADER))
+    memory_rows = linear_memory(linear_memory_shapes)
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write(markdown(rows, header))
+            f.write(markdown(rows, header, memory_rows))
 
 
 if __name__ == "__main__":
