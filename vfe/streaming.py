@@ -50,6 +50,8 @@ agree with on every input): ``-inf`` logits are masked classes (probability exac
 gradient); a row whose logits are all ``-inf`` gives NaN (``-inf`` for :func:`logsumexp`);
 bfloat16/float16 inputs are accumulated in float32 and the results have dtype
 ``promote_types(dtype, float32)``; gradients have the dtype of the input they belong to.
+(float16 on XLA:CPU: its fused reductions take no float16, so each pass converts the whole input to
+float32 first — temporaries of 2–6× the input, measured; bfloat16, float32 and float64 stream.)
 
 Differentiation: reverse mode only (``jax.grad``, ``jax.vjp``); :func:`jax.custom_vjp` functions
 have no forward-mode rule, so ``jax.jvp``/``jax.jacfwd`` raise. Use :mod:`vfe.information` for
