@@ -494,6 +494,45 @@ def test_low_precision_accumulates_in_float32_and_beats_the_naive_formula(name, 
     assert ours <= naive, (name, ours, naive)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_float16_rows_are_reduced_in_chunks_to_the_same_values(name, monkeypatch):
+    """float16 inputs under blocked rows are reduced a chunk of rows at a time (XLA:CPU's fused
+    reductions take no float16; see the temporaries test): with chunks of 3 rows over 8 (the last
+    starting early, overlapping the one before) values and gradients equal those of the same inputs
+    upcast to float32, which take the unchunked path — to a few float32 ulps for values (4 blocks of
+    4 per row, masked classes included) and one float16 ulp for gradients."""
+    rng = np.random.default_rng(16)
+    z = (3 * rng.standard_normal((2, 4, 16))).astype(np.float16)
+    z[0, 1, :3] = -np.inf
+    other = (z.astype(np.float32) + rng.standard_normal(z.shape)).astype(np.float16)
+    other[0, 1, :3] = -np.inf  # b masks where a does: KL finite
+    p = rng.dirichlet(np.ones(16), (2, 4)).astype(np.float16)
+    p[0, 1, :3] = 0
+    y = rng.integers(3, 16, (2, 4)).astype(np.int32)
+    scale = np.array([[0.5, 1.0, 2.0, 0.0 if name == "log_partition" else 3.0]] * 2, np.float32)
+    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (p, z), "kl": (z, other),
+            "kl_direct": (z, other), "log_partition": (-z, scale), "helmholtz": (-z, scale)}[name]
+    rows = Rows("blocked", 4)
+    f = functools.partial(KERNELS[name], rows)
+    diff = tuple(i for i in DIFF[name] if np.asarray(args[i - 1]).dtype == np.float16)
+    grad = jax.grad(lambda *a: jnp.sum(f(*a)), tuple(i - 1 for i in diff))
+    up = tuple(np.asarray(a, np.float32) if np.asarray(a).dtype == np.float16 else a for a in args)
+    want, want_grad = np.asarray(f(*up)), grad(*up)
+    monkeypatch.setattr(ST, "_CHUNK", 3 * 16)
+    jax.clear_caches()
+    try:
+        got, got_grad = np.asarray(f(*args)), grad(*args)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=8 * np.finfo(np.float32).eps, atol=8 * np.finfo(np.float32).eps)
+    for g, w in zip(got_grad, want_grad):
+        assert g.dtype == jnp.float16
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(jnp.asarray(w).astype(jnp.float16), np.float32),
+                                   rtol=2.0**-10, atol=2.0**-24)
+
+
 @pytest.mark.parametrize("name", ["nll", *KL])
 def test_low_precision_gradients_have_the_input_dtype(name):
     z = jnp.asarray(np.linspace(-3, 3, 2 * 64).reshape(2, 64), jnp.bfloat16)
@@ -541,7 +580,7 @@ def test_large_vocabularies_through_the_public_api():
 # ============================================================================ memory on XLA:CPU
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float64], ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64], ids=lambda d: jnp.dtype(d).name)
 @pytest.mark.parametrize("name", NAMES)
 def test_blocked_reductions_materialise_no_vocabulary_sized_temporary(name, dtype):
     """Forward and forward+gradient programs of the CPU default keep their temporaries below an

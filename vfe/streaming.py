@@ -50,8 +50,9 @@ agree with on every input): ``-inf`` logits are masked classes (probability exac
 gradient); a row whose logits are all ``-inf`` gives NaN (``-inf`` for :func:`logsumexp`);
 bfloat16/float16 inputs are accumulated in float32 and the results have dtype
 ``promote_types(dtype, float32)``; gradients have the dtype of the input they belong to.
-(float16 on XLA:CPU: its fused reductions take no float16, so each pass converts the whole input to
-float32 first — temporaries of 2–6× the input, measured; bfloat16, float32 and float64 stream.)
+(float16 under ``"blocked"`` rows: XLA:CPU's fused reductions take no float16 and would convert the
+whole input to float32 before each pass — 2–6× the input, measured — so :class:`Stream` takes such
+inputs a chunk of rows at a time, about ``2^21`` elements.)
 
 Differentiation: reverse mode only (``jax.grad``, ``jax.vjp``); :func:`jax.custom_vjp` functions
 have no forward-mode rule, so ``jax.jvp``/``jax.jacfwd`` raise. Use :mod:`vfe.information` for
@@ -101,6 +102,7 @@ BLOCK: int = 32768
 """Longest block of classes a ``"blocked"`` reduction reduces at once (see the module notes)."""
 
 _MIN_BLOCK = 1024  # a vocabulary with no divisor in [_MIN_BLOCK, BLOCK] is reduced whole
+_CHUNK = 1 << 21  # float16 on XLA:CPU: elements converted to float32 at a time (Stream._by_rows)
 _CUT = 1000.0  # exp(-_CUT) == 0 in float32 and float64: clamping z - m at -_CUT changes no term
 _ONEPASS = ("logsumexp", "cross_entropy_with_integer_labels", "entropy_from_logits")
 
@@ -208,6 +210,39 @@ class Stream:
     def _split(self) -> bool:
         return self.rows.barriers and self.rows.block < self._arrays[0].shape[-1]
 
+    def _chunked(self) -> bool:
+        """float16 under ``"blocked"`` rows: XLA:CPU's fused reductions take no float16, so a pass would
+        convert the whole input to float32 first (an ``[..., n]`` temporary); the rows are taken in
+        chunks of about ``_CHUNK`` elements instead (:meth:`_by_rows`)."""
+        return self.rows.barriers and any(a.dtype == jnp.float16 for a in self._arrays)
+
+    def _by_rows(self, reduce, scalars):
+        """``reduce(arrays, scalars)`` (upcast arrays and row scalars of a chunk of rows → ``[rows, 1]``)
+        chunk by chunk, the arrays carried through the loop behind a barrier each so that XLA cannot
+        convert them whole before it; a last chunk that would run past the rows starts early."""
+        batch, n = self._arrays[0].shape[:-1], self._arrays[0].shape[-1]
+        rows = math.prod(batch)
+        arrays = tuple(a.reshape(rows, n) for a in self._arrays)
+        scalars = tuple(jnp.broadcast_to(x, (*batch, 1)).reshape(rows, 1) for x in scalars)
+        size = max(1, min(rows, _CHUNK // n))
+
+        def step(i, state):
+            out, arrays = state
+            arrays = tuple(lax.optimization_barrier(a) for a in arrays)
+            start = jnp.minimum(i * size, rows - size)
+            part = reduce(tuple(_up(lax.dynamic_slice_in_dim(a, start, size)) for a in arrays),
+                          tuple(lax.dynamic_slice_in_dim(x, start, size) for x in scalars))
+            return lax.dynamic_update_slice_in_dim(out, part, start, 0), arrays
+
+        init = jnp.zeros_like(_up(arrays[0][:, :1]))  # every row is overwritten
+        return lax.fori_loop(0, -(-rows // size), step, (init, arrays))[0].reshape(*batch, 1)
+
+    def _local(self, reduce, scalars=()):
+        """``reduce(arrays, scalars)`` over this device's rows (``[..., 1]``), the arrays upcast."""
+        if self._chunked():
+            return self._by_rows(reduce, scalars)
+        return reduce(*self._inputs(scalars))
+
     def _reduce_max(self, x, reduce=jnp.max):
         if self._split():
             return reduce(lax.optimization_barrier(reduce(_blocked(x, self.rows), axis=-1)), axis=-1, keepdims=True)
@@ -218,23 +253,24 @@ class Stream:
 
         The floor ``finfo.min`` keeps ``x - m`` free of ``-inf - (-inf)`` on fully masked rows.
         """
-        arrays, _ = self._inputs(())
-        return jnp.maximum(self._across(self._reduce_max(arrays[index]), lax.pmax), jnp.finfo(arrays[index].dtype).min)
+        m = self._local(lambda arrays, _: self._reduce_max(arrays[index]))
+        return jnp.maximum(self._across(m, lax.pmax), jnp.finfo(m.dtype).min)
 
     def min(self, index: int = 0) -> jax.Array:
         """``min(min_i x_i, finfo.max)`` (for energies, whose minimum is the logits' maximum)."""
-        arrays, _ = self._inputs(())
-        return jnp.minimum(self._across(self._reduce_max(arrays[index], jnp.min), lax.pmin),
-                           jnp.finfo(arrays[index].dtype).max)
+        m = self._local(lambda arrays, _: self._reduce_max(arrays[index], jnp.min))
+        return jnp.minimum(self._across(m, lax.pmin), jnp.finfo(m.dtype).max)
 
     def sum(self, f, *scalars: jax.Array) -> jax.Array:
         """``Σ_i f(*arrays, *scalars)_i``, shape ``[..., 1]``; ``f`` is elementwise and the
         ``scalars`` (row statistics) have shape ``[..., 1]``."""
-        arrays, scalars = self._inputs(scalars)
-        if not self._split():
-            return self._across(jnp.sum(f(*arrays, *scalars), axis=-1, keepdims=True), lax.psum)
-        parts = jnp.sum(f(*(_blocked(a, self.rows) for a in arrays), *(s[..., None] for s in scalars)), axis=-1)
-        return self._across(jnp.sum(lax.optimization_barrier(parts), axis=-1, keepdims=True), lax.psum)
+        def local(arrays, scalars):
+            if not self._split():
+                return jnp.sum(f(*arrays, *scalars), axis=-1, keepdims=True)
+            parts = jnp.sum(f(*(_blocked(a, self.rows) for a in arrays), *(x[..., None] for x in scalars)), axis=-1)
+            return jnp.sum(lax.optimization_barrier(parts), axis=-1, keepdims=True)
+
+        return self._across(self._local(local, scalars), lax.psum)
 
 
 def _isolated(x, rows: Rows):
