@@ -228,6 +228,34 @@ def test_soft_labels_log_z_and_free_energy_on_simulated_devices_equal_the_unshar
             _close(got, want, f"{what} {kind}")
 
 
+@pytest.mark.parametrize("formula", ST.KL_FORMULAS)
+def test_float16_slices_are_reduced_in_chunks_and_agree(formula, monkeypatch):
+    """float16 logits on 3 simulated devices, each slice reduced a chunk of 2 rows at a time
+    (vfe.streaming's float16 path on XLA:CPU): KL, soft-label CE and their gradients equal the
+    unsharded, unchunked functions of the same inputs upcast to float32, to float32 rounding
+    (values) and one float16 ulp (gradients)."""
+    rng = np.random.default_rng(24)
+    a = (3 * rng.standard_normal((5, V))).astype(np.float16)
+    b = (a.astype(np.float32) + rng.standard_normal(a.shape)).astype(np.float16)
+    a[1, :4], b[1, :4] = -np.inf, -np.inf
+    q = rng.dirichlet(np.ones(V), 5).astype(np.float16)
+    monkeypatch.setattr(ST, "_CHUNK", 2 * (V // 3))  # 2 rows of a slice, 1 row of the whole: several chunks
+    jax.clear_caches()
+    try:
+        sharded = (_kl_per_device(a, b, 3, formula)[0], _soft_ce_per_device(q, a, 3)[0])
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()
+    up = [x.astype(np.float32) for x in (a, b, q)]
+    whole = (_kl_per_device(up[0], up[1], 3, formula)[1], _soft_ce_per_device(up[2], up[0], 3)[1])
+    for (value, *grads), (want, *want_grads) in zip(sharded, whole):
+        np.testing.assert_allclose(np.asarray(value), np.asarray(want), rtol=1e-6, atol=1e-6)
+        for g, w in zip(grads, want_grads):
+            assert g.dtype == jnp.float16
+            np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w.astype(jnp.float16), np.float32),
+                                       rtol=2.0**-10, atol=2.0**-24)
+
+
 def test_planted_wrong_combination_is_rejected():
     """Adding the shards' sums taken against their own maxima, without rescaling them to the
     global maximum, is caught by the same comparison."""
