@@ -34,6 +34,13 @@ block sizes work without padding copies.
 Precision: the tiles are computed with ``preferred_element_type=float32`` (bfloat16 inputs
 accumulate in float32); gradients are returned in the dtypes of ``h`` and ``W``.
 
+XLA:CPU computes bfloat16 dots in float32 and would convert all of ``W`` before the loops; the
+per-token tiles carry ``h`` and ``W`` through the loops behind barriers so that each tile is converted
+as it is used (:func:`_tile_loop`). The reduced losses' chunks multiply by all of ``W``: there,
+under differentiation, XLA:CPU keeps a float32 copy of a bfloat16 ``W`` besides the float32
+``∂W`` accumulator (at h [8192, 4096], W [4096, 128256]: 6.1 GiB, half of the materialised head's
+temporaries; the per-token head needs 1.1 GiB, ``benchmarks/LLM_RESULTS.md``).
+
 References:
   E. Wijmans et al., "Cut your losses in large-vocabulary language models" (2024);
   Liger-Kernel ``fused_linear_cross_entropy``; levanter ``fused_cross_entropy_loss_and_logsumexp_penalty``.
