@@ -224,6 +224,26 @@ def test_derivatives_are_finite_at_the_edges(name, dtype, data):
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ["tempered_softmax", "tempered_log_softmax", "boltzmann", "log_partition",
+                                  "helmholtz_free_energy"])
+def test_derivatives_are_nan_free_with_energies_at_plus_and_minus_finfo_max(name, dtype):
+    """Rows holding both ``finfo.max`` and ``-finfo.max`` (the shift ``z - max z`` overflows to
+    ``-inf`` on a class that is not masked): values as the limits say, and gradients in both
+    arguments (reverse mode, whose transposed tangent multiplied ``-inf`` by a zero cotangent) and
+    jacfwd free of NaN."""
+    big = np.finfo(dtype).max
+    f, _ = FUNCS[name]
+    for rows in ([[-big, big, 1.0], [big, big, 0.0]], [[-big, -big, 0.0], [big, 1.0, -big]]):
+        x, scale = np.array(rows, dtype), np.array([1.0, 0.5], dtype)
+        value = f(x, scale)
+        assert not np.isnan(np.asarray(value)).any(), value
+        for g in GRADS[name](x, scale):
+            O.assert_derivative_finite(value, g, f"grad {name}", allow_inf=name == "tempered_log_softmax")
+        for j in JACS[name](x, scale):
+            O.assert_derivative_finite(value, j, f"jacfwd {name}", allow_inf=name == "tempered_log_softmax")
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
 @settings(max_examples=S.examples(8))
 @given(data=st.data())
 def test_derivatives_match_oracle_at_interior_points(dtype, data):

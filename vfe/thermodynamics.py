@@ -87,7 +87,9 @@ def _s_dot(z_dot, scale_dot, masked, centred, s, scale, kind):
         # ds/dT = -s/T; it overflows only where p underflows to 0, so clamp it to stay finite
         ds = z_dot / scale - finite_or_max(jnp.where(masked, 0.0, s) / scale) * scale_dot
     else:
-        ds = z_dot * scale + centred * scale_dot
+        # z - max z is -inf, by overflow, only where p underflows to 0 (a row spanning more than
+        # finfo.max); clamped so that the transposed tangent does not multiply -inf by a zero cotangent
+        ds = z_dot * scale + finite_or_max(centred) * scale_dot
     return jnp.where(masked, 0.0, ds)
 
 
