@@ -61,6 +61,22 @@ def exact_gap(x: Array, y: Array, ref: Array, ref_lo: Array) -> Array:
     return ((s - ref) + e) - ref_lo
 
 
+def fori_loop_carrying(count: int, body, carry, *invariants):
+    """``lax.fori_loop(0, count, ...)`` of ``carry = body(i, carry, *invariants)``, the loop-invariant
+    arrays carried through the loop behind one optimization barrier each rather than closed over.
+    XLA:CPU computes bfloat16 dots in float32 and, for a closed-over bfloat16 weight matrix,
+    converted all of it once before the loop (a temporary as large as the matrix; measured with
+    jax 0.10.2 — neither a barrier on the slices nor carrying without one prevented it); this way
+    each slice is converted as it is used. (One barrier per array: a joint one would make each vary
+    over every mesh axis that any varies over, under :func:`jax.shard_map`.)"""
+    def step(i, state):
+        carry, invariants = state
+        invariants = tuple(jax.lax.optimization_barrier(x) for x in invariants)
+        return body(i, carry, *invariants), invariants
+
+    return jax.lax.fori_loop(0, count, step, (carry, invariants))[0]
+
+
 def finite_or_max(x: Array) -> Array:
     """``x`` with ``±inf`` replaced by ``±finfo.max`` and NaN by ``0``.
 

@@ -35,9 +35,9 @@ Precision: the tiles are computed with ``preferred_element_type=float32`` (bfloa
 accumulate in float32); gradients are returned in the dtypes of ``h`` and ``W``.
 
 XLA:CPU computes bfloat16 dots in float32 and would convert all of ``W`` before the loops; the
-per-token tiles carry ``h`` and ``W`` through the loops behind barriers so that each tile is converted
-as it is used (:func:`_tile_loop`). The reduced losses' chunks multiply by all of ``W``: there,
-under differentiation, XLA:CPU keeps a float32 copy of a bfloat16 ``W`` besides the float32
+per-token tiles carry ``h`` and ``W`` through the loops behind barriers so that each tile is
+converted as it is used (:func:`vfe._numerics.fori_loop_carrying`). The reduced losses' chunks
+multiply by all of ``W``: there, under differentiation, XLA:CPU keeps a float32 copy of a bfloat16 ``W`` besides the float32
 ``∂W`` accumulator (at h [8192, 4096], W [4096, 128256]: 6.1 GiB, half of the materialised head's
 temporaries; the per-token head needs 1.1 GiB, ``benchmarks/LLM_RESULTS.md``).
 
@@ -57,7 +57,7 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
 from vfe import _checks
-from vfe._numerics import compute_dtype
+from vfe._numerics import compute_dtype, fori_loop_carrying
 
 __all__ = ["BLOCK_TOKENS", "BLOCK_VOCAB", "REDUCTIONS", "linear_cross_entropy"]
 
@@ -196,20 +196,6 @@ def _count(block, size):
     return -(-size // block)
 
 
-def _tile_loop(count, body, carry, h, w):
-    """``lax.fori_loop(0, count, ...)`` of ``body(i, carry, h, w)``, with ``h`` and ``W`` carried through
-    the loop behind an optimization barrier rather than closed over: XLA:CPU otherwise converts a
-    bfloat16 ``W`` (and ``h``) to float32 once, before the loop, for its dots — a temporary as large
-    as ``W`` (2.1 GB at d = 4096, V = 128256), where this way each tile is converted as it is used."""
-    def step(i, state):
-        (h, w), carry = state
-        # one barrier each: a joint one would make h vary over the mesh axes W varies over (shard_map)
-        h, w = lax.optimization_barrier(h), lax.optimization_barrier(w)
-        return (h, w), body(i, carry, h, w)
-
-    return lax.fori_loop(0, count, step, ((h, w), carry))[1]
-
-
 def _label_logits(h, w, y):
     """``z_{n y_n} = h_n · W[:, y_n]`` (one gathered column per token)."""
     cols = jnp.take(w, y, axis=1).T  # [N, d]
@@ -243,10 +229,10 @@ def _statistics(h, w, blocks):
             m_new, s_new = jnp.where(new_rows, m_new, m), jnp.where(new_rows, s_new, s)
             return lax.dynamic_update_slice(m_all, m_new, (r0,)), lax.dynamic_update_slice(s_all, s_new, (r0,))
 
-        return _tile_loop(_count(bt, n), token_block, carry, h, w)
+        return fori_loop_carrying(_count(bt, n), token_block, carry, h, w)
 
     zero = _zeros_like_inputs(h[:, 0], w[0, 0], dtype)
-    return _tile_loop(_count(bv, v), vocab_block, (zero + floor, zero), h, w)
+    return fori_loop_carrying(_count(bv, v), vocab_block, (zero + floor, zero), h, w)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -296,7 +282,7 @@ def _backward(h, w, y, m, log_s, g, blocks):
             return lax.dynamic_update_slice(dh, dh_t, (r0, _ZERO)), dw_j
 
         zero = _zeros_like_inputs(lax.dynamic_slice(w, (_ZERO, _ZERO), (d, bv)), h[0, 0], dtype)
-        dh, dw_j = _tile_loop(_count(bt, n), token_block, (dh, zero), h, w)
+        dh, dw_j = fori_loop_carrying(_count(bt, n), token_block, (dh, zero), h, w)
         c0, c_first = _starts(j, bv, v)
         cols = c0 + lax.iota(jnp.int32, bv)
         # the last block starts early: keep the columns that the previous block wrote
@@ -305,7 +291,7 @@ def _backward(h, w, y, m, log_s, g, blocks):
         return dh, lax.dynamic_update_slice(dw, dw_j, (_ZERO, c0))
 
     init = (_zeros_like_inputs(h, w[0, 0], dtype), _zeros_like_inputs(w, h[0, 0], w.dtype))
-    return _tile_loop(_count(bv, v), vocab_block, init, h, w)
+    return fori_loop_carrying(_count(bv, v), vocab_block, init, h, w)
 
 
 _lce.defvjp(_lce_fwd, _lce_bwd)

@@ -76,7 +76,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from vfe import _checks
-from vfe._numerics import compute_dtype, exact_gap, two_difference
+from vfe._numerics import compute_dtype, exact_gap, fori_loop_carrying, two_difference
 
 __all__ = [
     "BLOCK",
@@ -218,24 +218,24 @@ class Stream:
 
     def _by_rows(self, reduce, scalars):
         """``reduce(arrays, scalars)`` (upcast arrays and row scalars of a chunk of rows → ``[rows, 1]``)
-        chunk by chunk, the arrays carried through the loop behind a barrier each so that XLA cannot
-        convert them whole before it; a last chunk that would run past the rows starts early."""
+        chunk by chunk; a last chunk that would run past the rows starts early. The arrays are carried
+        through the loop (:func:`vfe._numerics.fori_loop_carrying`) as a guard against the whole-array
+        conversion XLA:CPU hoists out of the linear head's loops; here (jax 0.10.2) the chunking alone
+        already kept the float16 conversion per chunk."""
         batch, n = self._arrays[0].shape[:-1], self._arrays[0].shape[-1]
         rows = math.prod(batch)
         arrays = tuple(a.reshape(rows, n) for a in self._arrays)
         scalars = tuple(jnp.broadcast_to(x, (*batch, 1)).reshape(rows, 1) for x in scalars)
         size = max(1, min(rows, _CHUNK // n))
 
-        def step(i, state):
-            out, arrays = state
-            arrays = tuple(lax.optimization_barrier(a) for a in arrays)
+        def step(i, out, *arrays):
             start = jnp.minimum(i * size, rows - size)
             part = reduce(tuple(_up(lax.dynamic_slice_in_dim(a, start, size)) for a in arrays),
                           tuple(lax.dynamic_slice_in_dim(x, start, size) for x in scalars))
-            return lax.dynamic_update_slice_in_dim(out, part, start, 0), arrays
+            return lax.dynamic_update_slice_in_dim(out, part, start, 0)
 
         init = jnp.zeros_like(_up(arrays[0][:, :1]))  # every row is overwritten
-        return lax.fori_loop(0, -(-rows // size), step, (init, arrays))[0].reshape(*batch, 1)
+        return fori_loop_carrying(-(-rows // size), step, init, *arrays).reshape(*batch, 1)
 
     def _local(self, reduce, scalars=()):
         """``reduce(arrays, scalars)`` over this device's rows (``[..., 1]``), the arrays upcast."""
