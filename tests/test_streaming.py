@@ -581,11 +581,12 @@ def test_large_vocabularies_through_the_public_api():
 def test_blocked_reductions_materialise_no_vocabulary_sized_temporary(name, dtype):
     """Forward and forward+gradient programs of the CPU default keep their temporaries below an
     eighth of the logits (XLA's compiled memory analysis): the logits are read by fused reductions,
-    never copied into [N, V] intermediates. The shapes are past XLA:CPU's thresholds: above about
-    1e8 elements its reductions become YNNPACK fusions, which stop growing at 100 instructions and
-    compute the rest of a long summand into a temporary (the accurate KL's ``S`` pass did, 0.5-12×
-    the logits, and the bfloat16 entropy's gradient, which shared a broadcast constant with its
-    forward pass); [1024, 128256] is also reduced in blocks."""
+    never copied into [N, V] intermediates. XLA:CPU's reductions are YNNPACK fusions, which stop
+    growing at 100 instructions and compute the rest of a long summand into a temporary; at these
+    shapes (not at [8, 65536] float32, which this test used before) that showed as 0.5-12× the
+    logits in the accurate KL's ``S`` pass, and the bfloat16 entropy's gradient shared a broadcast
+    constant with its forward pass (2×); float16 was converted whole (2-6×). [1024, 128256] is also
+    reduced in blocks."""
     if jax.default_backend() != "cpu":
         pytest.skip("an XLA:CPU property")
     for n, v in ((4096, 32000), (1024, 128256)):
