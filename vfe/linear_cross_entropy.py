@@ -35,11 +35,12 @@ Precision: the tiles are computed with ``preferred_element_type=float32`` (bfloa
 accumulate in float32); gradients are returned in the dtypes of ``h`` and ``W``.
 
 XLA:CPU computes bfloat16 dots in float32 and would convert all of ``W`` before the loops; the
-per-token tiles carry ``h`` and ``W`` through the loops behind barriers so that each tile is
-converted as it is used (:func:`vfe._numerics.fori_loop_carrying`). The reduced losses' chunks
-multiply by all of ``W``: there, under differentiation, XLA:CPU keeps a float32 copy of a bfloat16 ``W`` besides the float32
-``∂W`` accumulator (at h [8192, 4096], W [4096, 128256]: 6.1 GiB, half of the materialised head's
-temporaries; the per-token head needs 1.1 GiB, ``benchmarks/LLM_RESULTS.md``).
+tiles carry ``h`` and ``W`` through the loops behind barriers so that each tile is converted as it
+is used (:func:`vfe._numerics.fori_loop_carrying`). The reduced losses' chunks likewise take their
+products with ``W`` a tile of columns at a time, and add each chunk's ``∂W`` into the accumulator
+tile by tile: at h [8192, 4096], W [4096, 128256] their temporaries under differentiation are
+0.08 GiB in float32 (the accumulator is the gradient's own buffer) and 2.0 GiB in bfloat16 (the
+float32 accumulator), against 8 and 12 GiB for the materialised head (``benchmarks/LLM_RESULTS.md``).
 
 References:
   E. Wijmans et al., "Cut your losses in large-vocabulary language models" (2024);
@@ -325,9 +326,17 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     """``(Σ_n [counted_n] ℓ_n, ∂h, ∂W)`` in one pass over token chunks of whole rows.
 
     A chunk has ``max(1, bt·bv // V)`` tokens (at most ``N``; ``bt``, ``bv`` as the caller gave them, not
-    capped to ``N`` and ``V``): its ``[chunk, V]`` logits give the
-    losses, ``G = softmax - onehot`` and both gradient contributions before the next chunk.
-    ``∂h`` is returned in ``h``'s dtype, ``∂W`` in ``W``'s (accumulated in float32 at least).
+    capped to ``N`` and ``V``): its ``[chunk, V]`` logits give the losses, ``G = softmax - onehot`` and
+    both gradient contributions before the next chunk. ``∂h`` is returned in ``h``'s dtype.
+
+    No array of ``W``'s size is formed besides the ``∂W`` accumulator: each chunk adds
+    ``h_chunkᵀ G`` to it a tile of columns at a time (:func:`_column_tile`: at most
+    ``max(bv, bt·bv/d)`` columns, so that the tile's product is no larger than a chunk; the whole
+    product would be a float32 temporary the size of ``W``), and a ``W`` narrower than the compute
+    dtype (bfloat16, float16) is multiplied a tile at a time too, so that XLA:CPU converts it tile by
+    tile instead of keeping a float32 copy (at the price of converting ``W`` once per chunk). ``∂W``
+    is accumulated in float32 (at least): for a float32 ``W`` in the gradient's own buffer, for a
+    bfloat16 one in a float32 array twice its size.
 
     With ``vocab_axis`` (inside :func:`jax.shard_map` or a named :func:`jax.vmap`), ``w`` is this
     device's slice of the columns and ``y`` the labels less the slice's first column (a label outside
@@ -338,11 +347,13 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     """
     (bt, bv), (n, d), v = blocks, h.shape, w.shape[1]
     rows = min(n, max(1, (bt * bv) // v))
+    tile = _column_tile(v, max(bv, (bt * bv) // d))
     dtype = compute_dtype(jnp.result_type(h, w))
+    narrow = w.dtype != dtype  # converted tile by tile
     pmax, psum = ((lambda x: x), (lambda x: x)) if vocab_axis is None else (
         functools.partial(lax.pmax, axis_name=vocab_axis), functools.partial(lax.psum, axis_name=vocab_axis))
 
-    def chunk(t, carry):
+    def chunk(t, carry, h, w):
         total, dh, dw = carry
         r0, r_first = _starts(t, rows, n)
         # the counted tokens that no earlier chunk covered
@@ -350,7 +361,7 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
         h_t = lax.dynamic_slice(h, (r0, _ZERO), (rows, d))
         y_t = lax.dynamic_slice(y, (r0,), (rows,))
         held = (y_t >= 0) & (y_t < v)
-        z = jnp.matmul(h_t, w, preferred_element_type=dtype)
+        z = _chunk_logits(h_t, w, tile, dtype) if narrow else jnp.matmul(h_t, w, preferred_element_type=dtype)
         m = pmax(jnp.max(z, axis=-1, keepdims=True))
         lse = m + jnp.log(psum(jnp.sum(jnp.exp(z - m), axis=-1, keepdims=True)))
         # softmax as e^{z - lse}, exp computed again behind a barrier: sharing e^{z - m} between the
@@ -364,9 +375,12 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
         keep = new.astype(dtype)[:, None]
         grad = (jnp.exp(z - lse) * keep).at[lax.iota(jnp.int32, rows), jnp.where(held, y_t, v)].add(
             -keep[:, 0], mode="drop")
-        dh_t = jnp.matmul(grad.astype(w.dtype), w.T, preferred_element_type=dtype)
+        if narrow:
+            dh_t, dw = _chunk_gradients(h_t, grad, dw, tile, dtype, w)
+        else:
+            dh_t = jnp.matmul(grad, w.T, preferred_element_type=dtype)
+            dw = _chunk_gradients(h_t, grad, dw, tile, dtype)
         dh_t = jnp.where(new[:, None], dh_t.astype(dh.dtype), lax.dynamic_slice(dh, (r0, _ZERO), (rows, d)))
-        dw = dw + jnp.matmul(h_t.T, grad.astype(h.dtype), preferred_element_type=dtype)
         return total + jnp.sum(jnp.where(new, loss, 0.0)), lax.dynamic_update_slice(dh, dh_t, (r0, _ZERO)), dw
 
     # a device's partial ∂h is summed over the vocabulary shards: keep it in float32 until then
@@ -374,8 +388,56 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     # (the total from h alone: under shard_map it is the same on every vocabulary shard)
     init = (_zeros_like_inputs(h[0, 0], h[0, 0], dtype), _zeros_like_inputs(h, w[0, 0], dh_dtype),
             _zeros_like_inputs(w, h[0, 0], dtype))
-    total, dh, dw = lax.fori_loop(0, _count(rows, n), chunk, init)
+    total, dh, dw = fori_loop_carrying(_count(rows, n), chunk, init, h, w)
     return total, psum(dh).astype(h.dtype), dw.astype(w.dtype)
+
+
+def _column_tile(v: int, cap: int) -> int:
+    """Columns per product tile of the reduced loss: ``V`` if ``V ≤ cap``, else the largest divisor of
+    ``V`` in ``[cap/4, cap]`` (tiles that do not overlap need no mask), else ``cap``."""
+    if v <= cap:
+        return v
+    for t in range(cap, max(1, cap // 4) - 1, -1):
+        if v % t == 0:
+            return t
+    return cap
+
+
+def _chunk_logits(h_t, w, tile, dtype):
+    """``h_t W`` (``[rows, V]``, ``dtype``), ``tile`` columns of ``W`` at a time (carried behind a
+    barrier: a bfloat16 ``W`` is converted tile by tile, not whole). The last tile starts early and
+    writes again the columns it shares with the previous one."""
+    v = w.shape[1]
+
+    def column_tile(j, z, w):
+        c0, _ = _starts(j, tile, v)
+        w_j = lax.dynamic_slice(w, (_ZERO, c0), (w.shape[0], tile))
+        return lax.dynamic_update_slice(z, jnp.matmul(h_t, w_j, preferred_element_type=dtype), (_ZERO, c0))
+
+    return fori_loop_carrying(_count(tile, v), column_tile, _zeros_like_inputs(h_t[:, :1], w[:1, :], dtype), w)
+
+
+def _chunk_gradients(h_t, grad, dw, tile, dtype, w=None):
+    """``dw + h_tᵀ grad``, ``tile`` columns at a time, ``dw`` updated in place; with ``w`` also
+    ``grad Wᵀ`` (first). Columns of an overlapping last tile that the previous one covered are skipped."""
+    (rows, d), v = h_t.shape, grad.shape[1]
+
+    def column_tile(j, carry, *w):
+        c0, c_first = _starts(j, tile, v)
+        g_j = lax.dynamic_slice(grad, (_ZERO, c0), (rows, tile))
+        if v % tile:
+            g_j = jnp.where(((c0 + lax.iota(jnp.int32, tile)) >= c_first)[None, :], g_j, 0.0)
+        *dh_t, dw = carry
+        if w:
+            w_j = lax.dynamic_slice(w[0], (_ZERO, c0), (d, tile))
+            dh_t = [dh_t[0] + jnp.matmul(g_j.astype(w_j.dtype), w_j.T, preferred_element_type=dtype)]
+        dw_j = lax.dynamic_slice(dw, (_ZERO, c0), (d, tile)) + jnp.matmul(
+            h_t.T, g_j.astype(h_t.dtype), preferred_element_type=dtype)
+        return (*dh_t, lax.dynamic_update_slice(dw, dw_j, (_ZERO, c0)))
+
+    carry = (dw,) if w is None else (_zeros_like_inputs(h_t, grad[0, 0], dtype), dw)
+    out = fori_loop_carrying(_count(tile, v), column_tile, carry, *(() if w is None else (w,)))
+    return out[0] if w is None else out
 
 
 _lce_total.defvjp(_lce_total_fwd, _lce_total_bwd)
