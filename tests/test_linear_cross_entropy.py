@@ -252,11 +252,12 @@ def test_temporary_memory_does_not_grow_with_the_vocabulary():
 def test_bfloat16_weights_are_not_converted_whole():
     """bfloat16 ``h`` and ``W``: XLA:CPU computes bfloat16 dots in float32 and, given the chance,
     converts all of ``W`` once before the tile loop (a float32 copy of ``W``: 2.1 GB at
-    d = 4096, V = 128256). The forward's temporaries stay the same for V = 8192 and 32768; the
-    forward+gradient program's grow by at most one ``∂W``-sized bfloat16 buffer (d·V·2 bytes, the
-    gradient's own size) — a float32 copy of ``W`` (d·V·4) fails both checks (before this test:
-    2.7 → 8.7 MB forward, 3.8 → 12.6 MB with the gradient). The reduced loss holds a float32
-    accumulator of ``∂W`` and nothing else of ``W``'s size."""
+    d = 4096, V = 128256). The forward's and the forward+gradient program's temporaries stay the
+    same for V = 8192 and 32768 — a float32 copy of ``W`` (d·V·4) fails both checks (before this
+    test: 2.7 → 8.7 MB forward, 3.8 → 12.6 MB with the gradient), and so does the bfloat16 copy of
+    ``∂W`` that XLA:CPU made when the last vocabulary block selected which of its columns to write
+    (1.4 → 4.5 MB). The reduced loss holds a float32 accumulator of ``∂W`` and nothing else of
+    ``W``'s size."""
     tokens, d = 256, 64
 
     def temps(v):
@@ -270,7 +271,7 @@ def test_bfloat16_weights_are_not_converted_whole():
     (fwd_small, grad_small), (fwd_large, grad_large) = temps(8192), temps(32768)
     tile = 128 * 1024 * 4
     assert fwd_large <= fwd_small + tile // 4 and fwd_large <= 4 * tile, (fwd_small, fwd_large)
-    assert grad_large <= grad_small + d * (32768 - 8192) * 2 + tile // 4, (grad_small, grad_large)
+    assert grad_large <= grad_small + tile // 4, (grad_small, grad_large)
     # reduction="mean": the chunks' products with W a tile of columns at a time, W converted as it is
     # used; the only W-sized temporary is the float32 accumulator of ∂W, d·V·4 bytes (with a float32
     # copy of W and the whole h_chunkᵀ G: 12 and 48 tiles)

@@ -275,21 +275,20 @@ def _backward(h, w, y, m, log_s, g, blocks):
             m_t, ls_t, g_t, y_t = (lax.dynamic_slice(x, (r0,), (bt,)) for x in (m, log_s, g, y))
             p = jnp.exp((z - m_t[:, None]) - ls_t[:, None])
             grad = g_t[:, None] * (p - (cols[None, :] == y_t[:, None]))
-            # rows and columns that an earlier (overlapping) block covered have been counted
-            grad = jnp.where(new_rows[:, None] & new_cols[None, :], grad, 0.0)
+            # rows that an earlier (overlapping) token block covered have been counted; columns that
+            # the previous vocabulary block covered count in ∂h, and are computed again for ∂W
+            grad = jnp.where(new_rows[:, None], grad, 0.0)
             dh_t = lax.dynamic_slice(dh, (r0, _ZERO), (bt, d)) + jnp.matmul(
-                grad.astype(w_j.dtype), w_j.T, preferred_element_type=dtype)
+                jnp.where(new_cols[None, :], grad, 0.0).astype(w_j.dtype), w_j.T, preferred_element_type=dtype)
             dw_j = dw_j + jnp.matmul(h_t.T, grad.astype(h_t.dtype), preferred_element_type=dtype)
             return lax.dynamic_update_slice(dh, dh_t, (r0, _ZERO)), dw_j
 
         zero = _zeros_like_inputs(lax.dynamic_slice(w, (_ZERO, _ZERO), (d, bv)), h[0, 0], dtype)
         dh, dw_j = fori_loop_carrying(_count(bt, n), token_block, (dh, zero), h, w)
-        c0, c_first = _starts(j, bv, v)
-        cols = c0 + lax.iota(jnp.int32, bv)
-        # the last block starts early: keep the columns that the previous block wrote
-        old = lax.dynamic_slice(dw, (_ZERO, c0), (d, bv))
-        dw_j = jnp.where(cols[None, :] >= c_first, dw_j.astype(dw.dtype), old)
-        return dh, lax.dynamic_update_slice(dw, dw_j, (_ZERO, c0))
+        # the last block starts early and writes again (the same sums) the columns that the previous
+        # one wrote: no select, so that XLA updates a bfloat16 ∂W in place (a select of the old
+        # columns made it copy the whole of ∂W)
+        return dh, lax.dynamic_update_slice(dw, dw_j.astype(dw.dtype), (_ZERO, _starts(j, bv, v)[0]))
 
     init = (_zeros_like_inputs(h, w[0, 0], dtype), _zeros_like_inputs(w, h[0, 0], w.dtype))
     return fori_loop_carrying(_count(bv, v), vocab_block, init, h, w)
