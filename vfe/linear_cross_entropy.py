@@ -25,7 +25,15 @@ formed during the forward pass (Liger-Kernel's trade): under differentiation the
 in chunks of whole rows (``block_tokens · block_vocab / V`` tokens, so memory stays independent of
 ``V``), and each chunk's logits serve the loss, ``∂h`` and ``∂W`` at once — three matmuls instead of
 four; the backward pass only scales the stored gradients. Without differentiation the reduced
-loss is the sum of the tiled per-token losses.
+loss is the sum of the tiled per-token losses. The price of the saved matmul: every chunk adds into
+all of ``∂W``, so ``∂W`` is read and written ``N·V / (block_tokens · block_vocab)`` times (256 times
+at ``N = 8192``, ``V = 128256`` with the default blocks: chunks of 32 tokens), where the per-token
+path writes it once. On XLA:CPU the chunks still win (float32 gradient, 1024 tokens, ``d = 256``
+and 1024, ``V = 32000``: 1.0 and 1.23 of the materialised head against 1.11 and 1.29 for the
+per-token path followed by a mean); where memory bandwidth is cheap against a matmul's flops but ``∂W`` is large
+(an accelerator at the shape above: ~1 TB of ``∂W`` traffic), larger ``block_tokens`` (fewer,
+deeper chunks, at ``block_tokens · block_vocab`` logits of memory) or ``reduction="none"`` followed
+by the mean may be faster — measure (``benchmarks/llm.py`` times both at that shape on a GPU).
 
 Blocks that do not divide ``N`` or ``V`` are handled by starting the last block early (at
 ``V - block``) and masking the columns (rows) that the previous block already covered, so any
