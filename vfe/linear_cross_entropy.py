@@ -30,14 +30,16 @@ all of ``∂W``, so ``∂W`` is read and written ``N·V / (block_tokens · block
 at ``N = 8192``, ``V = 128256`` with the default blocks: chunks of 32 tokens), where the per-token
 path writes it once. On XLA:CPU the chunks still win (float32 gradient, 1024 tokens, ``d = 256``
 and 1024, ``V = 32000``: 1.0 and 1.23 of the materialised head against 1.11 and 1.29 for the
-per-token path followed by a mean); where memory bandwidth is cheap against a matmul's flops but ``∂W`` is large
-(an accelerator at the shape above: ~1 TB of ``∂W`` traffic), larger ``block_tokens`` (fewer,
-deeper chunks, at ``block_tokens · block_vocab`` logits of memory) or ``reduction="none"`` followed
-by the mean may be faster — measure (``benchmarks/llm.py`` times both at that shape on a GPU).
+per-token path followed by a mean); where a matmul's flops are cheap against memory traffic and
+``∂W`` is large (an accelerator at the shape above: ~1 TB of ``∂W`` traffic), a larger
+``block_tokens`` (fewer, deeper chunks, at ``block_tokens · block_vocab`` logits of memory) or
+``reduction="none"`` followed by the mean may be faster — measure (``benchmarks/llm.py`` times
+both at that shape on a GPU).
 
 Blocks that do not divide ``N`` or ``V`` are handled by starting the last block early (at
-``V - block``) and masking the columns (rows) that the previous block already covered, so any
-block sizes work without padding copies.
+``V - block``) and masking the columns (rows) that the previous block already covered (``∂W``'s
+columns are computed again instead, the same sums, and written in place), so any block sizes work
+without padding copies.
 
 Precision: the tiles are computed with ``preferred_element_type=float32`` (bfloat16 inputs
 accumulate in float32); gradients are returned in the dtypes of ``h`` and ``W``.
