@@ -341,11 +341,11 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     No array of ``W``'s size is formed besides the ``∂W`` accumulator: each chunk adds
     ``h_chunkᵀ G`` to it a tile of columns at a time (:func:`_column_tile`: at most
     ``max(bv, bt·bv/d)`` columns, so that the tile's product has at most ``max(d·bv, bt·bv)``
-    elements; the whole product would be a float32 temporary the size of ``W``), and a ``W`` narrower than the compute
-    dtype (bfloat16, float16) is multiplied a tile at a time too, so that XLA:CPU converts it tile by
-    tile instead of keeping a float32 copy (at the price of converting ``W`` once per chunk). ``∂W``
-    is accumulated in float32 (at least): for a float32 ``W`` in the gradient's own buffer, for a
-    bfloat16 one in a float32 array twice its size.
+    elements; the whole product would be a float32 temporary the size of ``W``), and a ``W``
+    narrower than the compute dtype (bfloat16, float16) is multiplied a tile at a time too, so that
+    XLA:CPU converts it tile by tile instead of keeping a float32 copy (at the price of converting
+    ``W`` once per chunk). ``∂W`` is accumulated in float32 (at least): for a float32 ``W`` in the
+    gradient's own buffer, for a bfloat16 one in a float32 array twice its size.
 
     With ``vocab_axis`` (inside :func:`jax.shard_map` or a named :func:`jax.vmap`), ``w`` is this
     device's slice of the columns and ``y`` the labels less the slice's first column (a label outside
