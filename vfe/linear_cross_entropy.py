@@ -27,14 +27,15 @@ in chunks of whole rows (``block_tokens · block_vocab / V`` tokens, so memory s
 four; the backward pass only scales the stored gradients. Without differentiation the reduced
 loss is the sum of the tiled per-token losses. The price of the saved matmul: every chunk adds into
 all of ``∂W``, so ``∂W`` is read and written ``N·V / (block_tokens · block_vocab)`` times (256 times
-at ``N = 8192``, ``V = 128256`` with the default blocks: chunks of 32 tokens), where the per-token
-path writes it once. On XLA:CPU the chunks still win (float32 gradient, 1024 tokens, ``d = 256``
-and 1024, ``V = 32000``: 1.0 and 1.23 of the materialised head against 1.11 and 1.29 for the
-per-token path followed by a mean); where a matmul's flops are cheap against memory traffic and
-``∂W`` is large (an accelerator at the shape above: ~1 TB of ``∂W`` traffic), a larger
-``block_tokens`` (fewer, deeper chunks, at ``block_tokens · block_vocab`` logits of memory) or
-``reduction="none"`` followed by the mean may be faster — measure (``benchmarks/llm.py`` times
-both at that shape on a GPU).
+at ``N = 8192``, ``V = 128256`` with chunks of 32 tokens, 63 times with the default
+:data:`REDUCED_BLOCK_TOKENS`: chunks of 130), where the per-token path writes it once. On XLA:CPU
+the chunks win (float32 gradient, 1024 tokens, ``d = 256`` and 1024, ``V = 32000``: 0.97 and 1.08
+of the materialised head with the default chunks, 1.0–1.06 and 1.23–1.29 with chunks a quarter as
+deep, against 1.11 and 1.29 for the per-token path followed by a mean). Where a matmul's flops
+are cheap against memory traffic and ``∂W`` is large (an accelerator at the shape above: 63 passes
+over a float32 ``∂W`` of 2 GiB, ~250 GB), a still larger ``block_tokens`` (at
+``block_tokens · block_vocab`` logits of memory per chunk) or ``reduction="none"`` followed by the
+mean may be faster — measure (``benchmarks/llm.py`` times both at that shape on a GPU).
 
 Blocks that do not divide ``N`` or ``V`` are handled by starting the last block early (at
 ``V - block``) and masking the columns (rows) that the previous block already covered (``∂W``'s
@@ -70,10 +71,16 @@ from jaxtyping import Array, Bool, Float, Int
 from vfe import _checks
 from vfe._numerics import compute_dtype, fori_loop_carrying
 
-__all__ = ["BLOCK_TOKENS", "BLOCK_VOCAB", "REDUCTIONS", "linear_cross_entropy"]
+__all__ = ["BLOCK_TOKENS", "BLOCK_VOCAB", "REDUCED_BLOCK_TOKENS", "REDUCTIONS", "linear_cross_entropy"]
 
 BLOCK_TOKENS: int = 1024
 """Default token block (rows of a logits tile)."""
+
+REDUCED_BLOCK_TOKENS: int = 4096
+"""Default token block of ``reduction="sum"`` and ``"mean"``, whose chunks under differentiation have
+``block_tokens · block_vocab / V`` tokens: every chunk reads and writes all of ``∂W``, so fewer,
+deeper chunks than the per-token tiles (at V = 32000 float32, h [1024, 256] and [1024, 1024]: 0.97
+and 1.08 of the materialised head's gradient time, against 1.06 and 1.29 with 1024)."""
 
 BLOCK_VOCAB: int = 4096
 """Default vocabulary block (columns of a logits tile)."""
@@ -103,7 +110,8 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
         label (``-100``, out of range); ``"mean"`` divides by the number of counted tokens.
       reduction: ``"none"`` (per-token losses), ``"sum"`` or ``"mean"`` over the (counted) tokens
         (one number; its gradient is computed in the forward pass, see the module docstring).
-      block_tokens: rows per tile (default :data:`BLOCK_TOKENS`, at most the number of tokens).
+      block_tokens: rows per tile (default :data:`BLOCK_TOKENS`, at most the number of tokens; for
+        ``"sum"`` and ``"mean"`` :data:`REDUCED_BLOCK_TOKENS`).
       block_vocab: columns per tile (default :data:`BLOCK_VOCAB`, at most ``V``).
 
     Returns:
@@ -142,8 +150,9 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
 
 def chunk_budget(func: str, block_tokens, block_vocab) -> tuple[int, int]:
     """The tile of the reduced loss's row chunks (``block_tokens · block_vocab / V`` rows): the block
-    sizes as given (or the defaults), not shrunk by a short batch or vocabulary."""
-    return (_block(func, "block_tokens", block_tokens, BLOCK_TOKENS, 2**62),
+    sizes as given (or the defaults, :data:`REDUCED_BLOCK_TOKENS` and :data:`BLOCK_VOCAB`), not shrunk
+    by a short batch or vocabulary."""
+    return (_block(func, "block_tokens", block_tokens, REDUCED_BLOCK_TOKENS, 2**62),
             _block(func, "block_vocab", block_vocab, BLOCK_VOCAB, 2**62))
 
 
