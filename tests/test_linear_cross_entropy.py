@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import vfe
+import vfe.linear_cross_entropy as lce_module
 from vfe.linear_cross_entropy import linear_cross_entropy
 
 T, D, V = 7, 3, 11  # tokens, hidden size, classes: primes, so that most tilings leave a partial block
@@ -119,12 +120,32 @@ def test_reduced_loss_and_its_gradients_from_the_forward_pass_equal_the_material
 @settings(max_examples=S.examples(8))
 @given(data=st.data())
 def test_reduced_loss_with_bfloat16_weights_takes_the_same_tiles(tiling, data):
+    """bfloat16 ``h`` and ``W``, multiplied a tile of columns at a time on XLA:CPU (see the check)."""
+    _check_bfloat16_reduced_gradients(tiling, data.draw(heads(jnp.bfloat16)))
+
+
+@pytest.mark.parametrize("tiling", REDUCED_TILINGS, ids=str)
+def test_reduced_loss_with_bfloat16_weights_as_on_backends_with_native_bfloat16_dots(tiling, monkeypatch):
+    """The path taken where bfloat16 products need no conversion (GPU, TPU): whole-``W`` products in
+    bfloat16, checked here on the CPU. Its own token count (5) keeps its programs apart from the
+    other tests' in JAX's caches, so the patched predicate is the one traced."""
+    monkeypatch.setattr(lce_module, "_native_low_precision_dots", lambda: True)
+    rng = np.random.default_rng(5)
+    for scale in (0.1, 1.0, 10.0):
+        h = jnp.asarray(scale * rng.uniform(-1, 1, (5, D)), jnp.bfloat16)
+        w = jnp.asarray(scale * rng.uniform(-1, 1, (D, V)), jnp.bfloat16)
+        y = jnp.asarray(rng.integers(0, V, 5), jnp.int32)
+        assert not lce_module._converted_by_tiles(h, w, jnp.float32)
+        _check_bfloat16_reduced_gradients(tiling, (h, w, y))
+
+
+def _check_bfloat16_reduced_gradients(tiling, head):
     """bfloat16 ``h`` and ``W`` (multiplied a tile of columns at a time, converted as they are used):
     the gradients of the summed loss are those of the float64 head on the same inputs, to the
     bfloat16 roundings (unit roundoff ``2^-8``) that the materialised head makes too — of ``G`` before its
     products (``2^-8`` of ``|G| |W|ᵀ`` and ``|h|ᵀ |G|``, ``G = softmax - onehot``) and of the result — plus
     the float32 error."""
-    h, w, y = data.draw(heads(jnp.bfloat16))
+    h, w, y = head
     bt, bv = tiling
     grads = jax.grad(lambda h, w: linear_cross_entropy(h, w, y, reduction="sum", block_tokens=bt, block_vocab=bv),
                      (0, 1))(h, w)

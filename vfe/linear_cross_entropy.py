@@ -353,7 +353,8 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     elements; the whole product would be a float32 temporary the size of ``W``), and a ``W``
     narrower than the compute dtype (bfloat16, float16) is multiplied a tile at a time too, so that
     XLA:CPU converts it tile by tile instead of keeping a float32 copy (at the price of converting
-    ``W`` once per chunk). ``∂W`` is accumulated in float32 (at least): for a float32 ``W`` in the
+    ``W`` once per chunk; backends that multiply bfloat16 natively keep the whole-``W`` products,
+    :func:`_converted_by_tiles`). ``∂W`` is accumulated in float32 (at least): for a float32 ``W`` in the
     gradient's own buffer, for a bfloat16 one in a float32 array twice its size.
 
     With ``vocab_axis`` (inside :func:`jax.shard_map` or a named :func:`jax.vmap`), ``w`` is this
@@ -367,7 +368,7 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     rows = min(n, max(1, (bt * bv) // v))
     tile = _column_tile(v, max(bv, (bt * bv) // d))
     dtype = compute_dtype(jnp.result_type(h, w))
-    narrow = w.dtype != dtype  # converted tile by tile
+    narrow = _converted_by_tiles(h, w, dtype)
     pmax, psum = ((lambda x: x), (lambda x: x)) if vocab_axis is None else (
         functools.partial(lax.pmax, axis_name=vocab_axis), functools.partial(lax.psum, axis_name=vocab_axis))
 
@@ -396,7 +397,7 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
         if narrow:
             dh_t, dw = _chunk_gradients(h_t, grad, dw, tile, dtype, w)
         else:
-            dh_t = jnp.matmul(grad, w.T, preferred_element_type=dtype)
+            dh_t = jnp.matmul(grad.astype(w.dtype), w.T, preferred_element_type=dtype)
             dw = _chunk_gradients(h_t, grad, dw, tile, dtype)
         dh_t = jnp.where(new[:, None], dh_t.astype(dh.dtype), lax.dynamic_slice(dh, (r0, _ZERO), (rows, d)))
         return total + jnp.sum(jnp.where(new, loss, 0.0)), lax.dynamic_update_slice(dh, dh_t, (r0, _ZERO)), dw
@@ -408,6 +409,22 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
             _zeros_like_inputs(w, h[0, 0], dtype))
     total, dh, dw = fori_loop_carrying(_count(rows, n), chunk, init, h, w)
     return total, psum(dh).astype(h.dtype), dw.astype(w.dtype)
+
+
+def _native_low_precision_dots() -> bool:
+    """Whether the backend multiplies bfloat16 (float16) matrices as they are; XLA:CPU converts them
+    to float32 first."""
+    return jax.default_backend() != "cpu"
+
+
+def _converted_by_tiles(h, w, dtype) -> bool:
+    """Whether the reduced loss multiplies ``W`` a tile of columns at a time so that ``W`` is
+    converted to the compute ``dtype`` tile by tile: ``W`` narrower than ``dtype``, unless ``h`` and
+    ``W`` share a low-precision dtype that the backend multiplies natively (then nothing is
+    converted, and the whole-``W`` products are kept)."""
+    if w.dtype == dtype:
+        return False
+    return not (h.dtype == w.dtype and _native_low_precision_dots())
 
 
 def _column_tile(v: int, cap: int) -> int:
