@@ -49,9 +49,10 @@ XLA:CPU computes bfloat16 dots in float32 and would convert all of ``W`` before 
 tiles carry ``h`` and ``W`` through the loops behind barriers so that each tile is converted as it
 is used (:func:`vfe._numerics.fori_loop_carrying`). The reduced losses' chunks likewise take their
 products with ``W`` a tile of columns at a time, and add each chunk's ``∂W`` into the accumulator
-tile by tile: at h [8192, 4096], W [4096, 128256] their temporaries under differentiation are
-0.08 GiB in float32 (the accumulator is the gradient's own buffer) and 2.0 GiB in bfloat16 (the
-float32 accumulator), against 8 and 12 GiB for the materialised head (``benchmarks/LLM_RESULTS.md``).
+tile by tile, for a bfloat16 ``W`` into a pair of bfloat16 arrays (16 significant bits, the
+gradient's own buffer and one more of its size) instead of a float32 one: at h [8192, 4096],
+W [4096, 128256] their temporaries under differentiation are 0.13 GiB in float32 and 1.2 GiB in
+bfloat16, against 8 and 12 GiB for the materialised head (``benchmarks/LLM_RESULTS.md``).
 
 References:
   E. Wijmans et al., "Cut your losses in large-vocabulary language models" (2024);
@@ -99,7 +100,7 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
 
     Equal (to rounding) to ``vfe.cross_entropy_with_integer_labels(hidden @ weight, labels)``,
     with memory ``O(block_tokens · block_vocab)`` beyond inputs and outputs in both passes (the
-    reduced losses under differentiation: plus a float32 accumulator of ``∂W``).
+    reduced losses under differentiation: plus an accumulator of ``∂W``, :func:`_accumulated`).
 
     Args:
       hidden: hidden states ``h``, shape ``(*batch, d)``.
@@ -336,8 +337,14 @@ def _lce_total_bwd(blocks, res, g):
 
 
 def scaled_gradients(gradients, g):
-    """The stored gradients of a reduced loss times its cotangent ``g``, each in its own dtype."""
-    return tuple((g * x).astype(x.dtype) for x in gradients)
+    """The stored gradients of a reduced loss times its cotangent ``g``, each in its own dtype (one
+    kept in parts, a tuple, is their float32 sum: :func:`_accumulated`)."""
+    def scaled(x):
+        if isinstance(x, tuple):
+            return (g * (_widened(x[0]) + _widened(x[1]))).astype(x[0].dtype)
+        return (g * x).astype(x.dtype)
+
+    return tuple(scaled(x) for x in gradients)
 
 
 def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None):
@@ -354,8 +361,10 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     narrower than the compute dtype (bfloat16, float16) is multiplied a tile at a time too, so that
     XLA:CPU converts it tile by tile instead of keeping a float32 copy (at the price of converting
     ``W`` once per chunk; backends that multiply bfloat16 natively keep the whole-``W`` products,
-    :func:`_converted_by_tiles`). ``∂W`` is accumulated in float32 (at least): for a float32 ``W`` in the
-    gradient's own buffer, for a bfloat16 one in a float32 array twice its size.
+    :func:`_converted_by_tiles`). ``∂W`` is accumulated in float32 (at least) — for a float32 ``W`` in
+    the gradient's own buffer — or, for a bfloat16 ``W`` (unsharded), in a bfloat16 pair
+    (:func:`_accumulated`: the gradient's buffer and one more of its size, where a float32 array
+    would be twice its size), returned as the tuple of the two parts (:func:`scaled_gradients`).
 
     With ``vocab_axis`` (inside :func:`jax.shard_map` or a named :func:`jax.vmap`), ``w`` is this
     device's slice of the columns and ``y`` the labels less the slice's first column (a label outside
@@ -405,10 +414,12 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     # a device's partial ∂h is summed over the vocabulary shards: keep it in float32 until then
     dh_dtype = h.dtype if vocab_axis is None else dtype
     # (the total from h alone: under shard_map it is the same on every vocabulary shard)
-    init = (_zeros_like_inputs(h[0, 0], h[0, 0], dtype), _zeros_like_inputs(h, w[0, 0], dh_dtype),
-            _zeros_like_inputs(w, h[0, 0], dtype))
+    # ∂W's accumulator: float32 (at least), or a bfloat16 pair for a bfloat16 W (unsharded)
+    split = vocab_axis is None and w.dtype == jnp.bfloat16 and dtype == jnp.float32
+    accumulator = (_zeros_like_inputs(w, h[0, 0], w.dtype),) * 2 if split else (_zeros_like_inputs(w, h[0, 0], dtype),)
+    init = (_zeros_like_inputs(h[0, 0], h[0, 0], dtype), _zeros_like_inputs(h, w[0, 0], dh_dtype), accumulator)
     total, dh, dw = fori_loop_carrying(_count(rows, n), chunk, init, h, w)
-    return total, psum(dh).astype(h.dtype), dw.astype(w.dtype)
+    return total, psum(dh).astype(h.dtype), dw if split else dw[0].astype(w.dtype)
 
 
 def _native_low_precision_dots() -> bool:
@@ -453,8 +464,9 @@ def _chunk_logits(h_t, w, tile, dtype):
 
 
 def _chunk_gradients(h_t, grad, dw, tile, dtype, w=None):
-    """``dw + h_tᵀ grad``, ``tile`` columns at a time, ``dw`` updated in place; with ``w`` also
-    ``grad Wᵀ`` (first). Columns of an overlapping last tile that the previous one covered are skipped."""
+    """``dw + h_tᵀ grad``, ``tile`` columns at a time, ``dw`` (a tuple of parts, :func:`_accumulated`)
+    updated in place; with ``w`` also ``grad Wᵀ`` (first). Columns of an overlapping last tile that the
+    previous one covered are skipped."""
     (rows, d), v = h_t.shape, grad.shape[1]
 
     def column_tile(j, carry, *w):
@@ -466,13 +478,47 @@ def _chunk_gradients(h_t, grad, dw, tile, dtype, w=None):
         if w:
             w_j = lax.dynamic_slice(w[0], (_ZERO, c0), (d, tile))
             dh_t = [dh_t[0] + jnp.matmul(g_j.astype(w_j.dtype), w_j.T, preferred_element_type=dtype)]
-        dw_j = lax.dynamic_slice(dw, (_ZERO, c0), (d, tile)) + jnp.matmul(
-            h_t.T, g_j.astype(h_t.dtype), preferred_element_type=dtype)
-        return (*dh_t, lax.dynamic_update_slice(dw, dw_j, (_ZERO, c0)))
+        dw_j = _accumulated(tuple(lax.dynamic_slice(part, (_ZERO, c0), (d, tile)) for part in dw),
+                            jnp.matmul(h_t.T, g_j.astype(h_t.dtype), preferred_element_type=dtype))
+        return (*dh_t, tuple(lax.dynamic_update_slice(part, new, (_ZERO, c0)) for part, new in zip(dw, dw_j)))
 
     carry = (dw,) if w is None else (_zeros_like_inputs(h_t, grad[0, 0], dtype), dw)
     out = fori_loop_carrying(_count(tile, v), column_tile, carry, *(() if w is None else (w,)))
     return out[0] if w is None else out
+
+
+def _accumulated(parts, x):
+    """``parts + x`` (``x`` float32 or wider) for a sum kept in parts: one array in ``x``'s dtype, or a
+    bfloat16 pair ``(hi, lo)`` whose float32 sum is the value: ``hi`` the float32 sum truncated to a
+    bfloat16 (its leading 16 of 32 bits, exactly), ``lo`` the remainder (exact in float32) rounded to
+    bfloat16 — 16 significant bits in all, each addition erring by at most ``2^-16`` of the sum
+    (plus float32's rounding), in the memory of one float32 array. Bit operations throughout
+    (XLA:CPU's float32 → bfloat16 conversion made this update about twice as slow), and the new tiles
+    formed behind a barrier before either part is written, so that both are updated in place (XLA
+    copied both whole when ``hi``'s update overwrote what ``lo``'s still read)."""
+    if len(parts) == 1:
+        return ((parts[0] + x).astype(parts[0].dtype),)
+    total = _widened(parts[0]) + _widened(parts[1]) + x  # hi + lo exact in float32
+    hi = _leading_half(total)
+    return lax.optimization_barrier((hi, _rounded_half(total - _widened(hi))))
+
+
+def _widened(b):
+    """bfloat16 → float32 (exact), as bit operations."""
+    return lax.bitcast_convert_type(lax.bitcast_convert_type(b, jnp.uint16).astype(jnp.uint32) << 16, jnp.float32)
+
+
+def _leading_half(f):
+    """The bfloat16 of ``f``'s leading 16 bits (``f`` truncated towards zero; ``f`` minus it is exact)."""
+    return lax.bitcast_convert_type((lax.bitcast_convert_type(f, jnp.uint32) >> 16).astype(jnp.uint16),
+                                    jnp.bfloat16)
+
+
+def _rounded_half(f):
+    """``f`` (finite float32) rounded to the nearest bfloat16, ties to even, as bit operations."""
+    bits = lax.bitcast_convert_type(f, jnp.uint32)
+    bits = bits + jnp.uint32(0x7FFF) + ((bits >> 16) & jnp.uint32(1))
+    return lax.bitcast_convert_type((bits >> 16).astype(jnp.uint16), jnp.bfloat16)
 
 
 _lce_total.defvjp(_lce_total_fwd, _lce_total_bwd)
