@@ -411,12 +411,12 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
         dh_t = jnp.where(new[:, None], dh_t.astype(dh.dtype), lax.dynamic_slice(dh, (r0, _ZERO), (rows, d)))
         return total + jnp.sum(jnp.where(new, loss, 0.0)), lax.dynamic_update_slice(dh, dh_t, (r0, _ZERO)), dw
 
-    # a device's partial ∂h is summed over the vocabulary shards: keep it in float32 until then
-    dh_dtype = h.dtype if vocab_axis is None else dtype
-    # (the total from h alone: under shard_map it is the same on every vocabulary shard)
     # ∂W's accumulator: float32 (at least), or a bfloat16 pair for a bfloat16 W (unsharded)
     split = vocab_axis is None and w.dtype == jnp.bfloat16 and dtype == jnp.float32
     accumulator = (_zeros_like_inputs(w, h[0, 0], w.dtype),) * 2 if split else (_zeros_like_inputs(w, h[0, 0], dtype),)
+    # a device's partial ∂h is summed over the vocabulary shards: keep it in float32 until then
+    dh_dtype = h.dtype if vocab_axis is None else dtype
+    # (the total from h alone: under shard_map it is the same on every vocabulary shard)
     init = (_zeros_like_inputs(h[0, 0], h[0, 0], dtype), _zeros_like_inputs(h, w[0, 0], dh_dtype), accumulator)
     total, dh, dw = fori_loop_carrying(_count(rows, n), chunk, init, h, w)
     return total, psum(dh).astype(h.dtype), dw if split else dw[0].astype(w.dtype)
