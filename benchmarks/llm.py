@@ -21,9 +21,10 @@ Shapes: on CPU ``[2048, 32000]`` and ``[1024, 128256]`` float32 plus a bfloat16 
 minutes on 2 cores; ``--quick``: ``[256, 32000]`` and ``[128, 128256]``, one repeat, about
 half a minute); ``--current`` adds vfe.information's entropy and KL as a second peer; on GPU
 ``[8192, 128256]`` float32 and bfloat16, and every ``implementation`` of vfe.streaming. The linear
-head uses ``d = 256`` on CPU and ``d = 4096`` on GPU. A second table gives, without running them, the
-linear head's compiled temporaries at the issue's shape (h [8192, 4096], W [4096, 128256], bfloat16
-and float32) against the naive ``h @ W`` + optax (the target: at most 1/8 of it).
+head uses ``d = 256`` on CPU (float32 and bfloat16) and ``d = 4096`` on GPU. A second table gives,
+without running them, the linear head's compiled temporaries at the issue's shape (h [8192, 4096],
+W [4096, 128256], bfloat16 and float32) against the naive ``h @ W`` + optax (the target: at most
+1/8 of it).
 
 On CPU every gradient program here is dominated by the first touch of its freshly allocated
 ``[N, V]`` output (page faults); ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/llm.py``
@@ -306,7 +307,7 @@ def main() -> None:
         implementations = ["fused", "blocked", "onepass"]
     else:
         shapes = [(2048, 32000, f32, None), (1024, 128256, f32, None), (2048, 32000, bf16, ce)]
-        linear = [(1024, 256, 32000, f32)]
+        linear = [(1024, 256, 32000, f32), (1024, 256, 32000, bf16)]
         implementations = [None]
     if args.implementations:
         implementations = [None if i == "default" else i for i in args.implementations.split(",")]
