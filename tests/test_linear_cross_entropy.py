@@ -380,3 +380,22 @@ def test_bfloat16_bit_conversions_match_the_dtype_conversions():
     f64 = np.asarray(f, np.float64)
     assert np.all(np.abs(lead) <= np.abs(f64)) and np.all(np.sign(lead) * np.sign(f64) >= 0)
     assert np.all(np.abs(f64 - lead) < 2.0**-7 * np.abs(f64) + 2.0**-133)  # (bfloat16 subnormals: 2^-133 apart)
+
+
+def test_bfloat16_reduced_gradient_beats_the_naive_head():
+    """bfloat16 ``h`` and ``W``, the summed loss's ``∂W`` formed over 64 chunks of 16 tokens (its
+    bfloat16 pair accumulator updated 64 times): its median relative error against the float64
+    truth is no worse than that of the naive head in bfloat16 (optax on ``h @ W``; measured 1.6e-3
+    against 3.3e-3). A bfloat16 accumulator without ``lo`` fails."""
+    rng = np.random.default_rng(6)
+    tokens, d, v = 1024, 64, 4000
+    h = jnp.asarray(rng.standard_normal((tokens, d)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((d, v)) / 4, jnp.bfloat16)
+    y = jnp.asarray(rng.integers(0, v, tokens), jnp.int32)
+    h64, w64 = np.asarray(h, np.float64), np.asarray(w, np.float64)
+    exact = np.asarray(jax.grad(lambda w: jnp.sum(vfe.cross_entropy_with_integer_labels(h64 @ w, y)))(w64))
+    ours = jax.grad(lambda w: linear_cross_entropy(h, w, y, reduction="sum", block_tokens=16, block_vocab=v))(w)
+    naive = jax.grad(lambda w: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
+        (h @ w).astype(jnp.float32), y)))(w)
+    error = [np.median(np.abs(np.asarray(g, np.float64) - exact) / np.abs(exact)) for g in (ours, naive)]
+    assert error[0] <= error[1], error
