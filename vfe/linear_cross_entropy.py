@@ -403,11 +403,9 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
         keep = new.astype(dtype)[:, None]
         grad = (jnp.exp(z - lse) * keep).at[lax.iota(jnp.int32, rows), jnp.where(held, y_t, v)].add(
             -keep[:, 0], mode="drop")
-        if narrow:
-            dh_t, dw = _chunk_gradients(h_t, grad, dw, tile, dtype, w)
-        else:
+        dh_t, dw = _chunk_gradients(h_t, grad, dw, tile, dtype, w if narrow else None)
+        if not narrow:
             dh_t = jnp.matmul(grad.astype(w.dtype), w.T, preferred_element_type=dtype)
-            dw = _chunk_gradients(h_t, grad, dw, tile, dtype)
         dh_t = jnp.where(new[:, None], dh_t.astype(dh.dtype), lax.dynamic_slice(dh, (r0, _ZERO), (rows, d)))
         return total + jnp.sum(jnp.where(new, loss, 0.0)), lax.dynamic_update_slice(dh, dh_t, (r0, _ZERO)), dw
 
@@ -464,27 +462,27 @@ def _chunk_logits(h_t, w, tile, dtype):
 
 
 def _chunk_gradients(h_t, grad, dw, tile, dtype, w=None):
-    """``dw + h_tᵀ grad``, ``tile`` columns at a time, ``dw`` (a tuple of parts, :func:`_accumulated`)
-    updated in place; with ``w`` also ``grad Wᵀ`` (first). Columns of an overlapping last tile that the
-    previous one covered are skipped."""
+    """``(grad Wᵀ, dw + h_tᵀ grad)``, ``tile`` columns at a time, ``dw`` (a tuple of parts,
+    :func:`_accumulated`) updated in place; without ``w`` the first is None. Columns of an
+    overlapping last tile that the previous one covered are skipped."""
     (rows, d), v = h_t.shape, grad.shape[1]
+    invariants = () if w is None else (w,)
 
     def column_tile(j, carry, *w):
+        dh_t, dw = carry
         c0, c_first = _starts(j, tile, v)
         g_j = lax.dynamic_slice(grad, (_ZERO, c0), (rows, tile))
         if v % tile:
             g_j = jnp.where(((c0 + lax.iota(jnp.int32, tile)) >= c_first)[None, :], g_j, 0.0)
-        *dh_t, dw = carry
         if w:
             w_j = lax.dynamic_slice(w[0], (_ZERO, c0), (d, tile))
-            dh_t = [dh_t[0] + jnp.matmul(g_j.astype(w_j.dtype), w_j.T, preferred_element_type=dtype)]
+            dh_t = dh_t + jnp.matmul(g_j.astype(w_j.dtype), w_j.T, preferred_element_type=dtype)
         dw_j = _accumulated(tuple(lax.dynamic_slice(part, (_ZERO, c0), (d, tile)) for part in dw),
                             jnp.matmul(h_t.T, g_j.astype(h_t.dtype), preferred_element_type=dtype))
-        return (*dh_t, tuple(lax.dynamic_update_slice(part, new, (_ZERO, c0)) for part, new in zip(dw, dw_j)))
+        return dh_t, tuple(lax.dynamic_update_slice(part, new, (_ZERO, c0)) for part, new in zip(dw, dw_j))
 
-    carry = (dw,) if w is None else (_zeros_like_inputs(h_t, grad[0, 0], dtype), dw)
-    out = fori_loop_carrying(_count(tile, v), column_tile, carry, *(() if w is None else (w,)))
-    return out[0] if w is None else out
+    dh_t = None if w is None else _zeros_like_inputs(h_t, grad[0, 0], dtype)  # None: no leaves to carry
+    return fori_loop_carrying(_count(tile, v), column_tile, (dh_t, dw), *invariants)
 
 
 def _accumulated(parts, x):
