@@ -549,6 +549,65 @@ def test_block_lengths():
     assert ST.block_length(32771) == 32771
 
 
+# exp_sum's cases by dtype: a row's guess far below its maximum (the rescaled sum overflows), logits
+# below the window (all near `low`: their exponentials are flushed to zero on XLA:CPU), a logit past
+# the overflow of Σ e^x with the guess inside the window, and logits above the window
+EXP_SUM_CASES = {np.float32: dict(far=60.0, low=-100.0, over=100.0, high=200.0),
+                 np.float64: dict(far=600.0, low=-740.0, over=800.0, high=1000.0)}
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_exp_sum_unshifted_where_it_is_exact_and_shifted_elsewhere(dtype):
+    """exp_sum's shift ``c`` (the guess, 0 where the rescaled sum overflows, the row maximum after an
+    overflow) and ``c + log s`` against the float64 log-sum-exp of the same inputs, for each case of
+    its docstring, four blocks of 4 classes; the guess is column 0, an entry of the row."""
+    rng = np.random.default_rng(7)
+    k = EXP_SUM_CASES[dtype]
+    run = jax.jit(lambda z: ST.exp_sum(ST.Stream((z,), Rows("blocked", 4)), z[:, :1]))
+
+    def check(z, expected_c):
+        z = np.asarray(z, dtype)
+        c, s = (np.asarray(x, np.float64)[:, 0] for x in run(jnp.asarray(z)))
+        z64 = z.astype(np.float64)
+        m = z64.max(-1)
+        truth = m + np.log(np.sum(np.exp(z64 - m[:, None]), -1))
+        np.testing.assert_array_equal(c, expected_c)
+        O.assert_close(c + np.log(s), truth, 4 * O.rtol(dtype, 16) * (1 + np.abs(truth)), "c + log s")
+
+    z = 3 * rng.standard_normal((3, 16))
+    z[1, 0], z[1, 5] = -k["far"], k["far"]  # in the window, but σ / e^{guess} overflows: c = 0
+    z[2, 3] = -np.inf
+    check(z, np.array([z[0, 0], 0.0, z[2, 0]], dtype))
+    for case in ("low", "high"):  # untried: shifted by the guess
+        z = 3 * rng.standard_normal((2, 16))
+        z[1] = k[case] + rng.standard_normal(16)
+        check(z, np.asarray(z, dtype)[:, 0])
+    z = 3 * rng.standard_normal((2, 16))  # tried, σ infinite; then the guess overflows too: the maxima
+    z[1, 0], z[1, 9] = 0.0, k["over"]
+    check(z, np.asarray(z, dtype).max(-1))
+
+
+def test_confident_labels_keep_their_small_loss_accurate_and_non_negative():
+    """Labels whose logit (about 25) exceeds every other by 5-20: NLL = log Σ e^{z_i - z_y}, a sum
+    ≥ 1, whatever the path taken (here the unshifted sum rescaled by e^{z_y}) is non-negative and
+    within a few ε of the float64 truth, as the label-shifted sum of the "fused" rows is; the
+    difference ``log Σ e^{z_i} - z_y`` is not (it rounds at the scale of 25)."""
+    rng = np.random.default_rng(3)
+    n, rows = 64, 512
+    z = 2 * rng.standard_normal((rows, n))
+    y = rng.integers(0, n, rows).astype(np.int32)
+    z[np.arange(rows), y] = 25.0 + rng.uniform(0.0, 2.0, rows)
+    z[np.arange(rows), (y + 1) % n] = z[np.arange(rows), y] - rng.uniform(5.0, 20.0, rows)
+    z = z.astype(np.float32)
+    z64 = z.astype(np.float64)
+    truth = np.log(np.sum(np.exp(z64 - z64[np.arange(rows), y][:, None]), -1))
+    eps = np.finfo(np.float32).eps
+    for impl in ("blocked", "fused"):
+        got = np.asarray(VALUE["nll"](_rows(impl, n), jnp.asarray(z), jnp.asarray(y)), np.float64)
+        assert np.all(got >= 0), impl
+        O.assert_close(got, truth, 2 * eps * (1 + truth), impl)
+
+
 def test_large_vocabularies_through_the_public_api():
     """Rows longer than BLOCK are reduced in blocks (40000 = 2 × 20000); every function still
     equals the float64 reference on the same float32 inputs, to the rounding of its own float32
