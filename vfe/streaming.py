@@ -343,9 +343,9 @@ def exp_sum(stream: Stream, guess: jax.Array, *, index: int = 0) -> tuple[jax.Ar
     the subnormal terms, which XLA:CPU flushes to zero, each losing less than ``tiny``, change ``σ``
     by less than ``ε σ`` — and kept if every ``σ`` is finite, a row whose ``s`` overflows keeping
     ``c = 0`` and ``s = σ``. Otherwise (logits beyond about ``-(70 - log n)`` or ``88 - log n`` in
-    float32) :func:`shifted_sums` with ``guess``: an untried pass costs nothing, a tried one a pass. Sharded and ``"fused"`` streams go to
-    :func:`shifted_sums` directly (a sharded row's length is not this slice's; on GPU a pass is bound
-    by memory, not by its operations).
+    float32) :func:`shifted_sums` with ``guess``: an untried pass costs nothing, a tried one a
+    pass. Sharded and ``"fused"`` streams go to :func:`shifted_sums` directly (a sharded row's
+    length is not this slice's; on GPU a pass is bound by memory, not by its operations).
     """
     shifted = (lambda *args: jnp.exp(args[index] - args[-1]),)  # args: the arrays, then c
     if stream.rows.implementation != "blocked" or stream.vocab_axis is not None:
@@ -428,8 +428,8 @@ _jit = functools.partial(jax.jit, static_argnames=("axis", "implementation"))
 
 
 def _log_normaliser(z, rows: Rows):
-    """``(c, log s)`` with ``s = Σ e^{z - c}`` and ``c ≤ max z`` (:func:`shifted_sums`; the maximum
-    itself for ``"onepass"``), shapes ``[..., 1]``, in the compute dtype: ``lse(z) = c + log s``."""
+    """``(c, log s)`` with ``s = Σ e^{z - c}`` (:func:`exp_sum`; ``c`` the maximum itself for
+    ``"onepass"``), shapes ``[..., 1]``, in the compute dtype: ``lse(z) = c + log s``."""
     if rows.implementation == "onepass":
         m, s = onepass_stats(_up(z), with_t=False)
         return m, jnp.log(s)
