@@ -95,6 +95,37 @@ def test_per_device_functions_on_simulated_devices_equal_the_unsharded_ones(p, d
     O.assert_close(grad, grad1, O.rtol(np.float64, V) * (1 + np.max(np.abs(grad1))), "grad slices, side by side")
 
 
+def test_per_device_normalisers_shift_by_the_guess_in_one_pass():
+    """The shift of shard_log_normaliser is the maximum of the row's first classes (each slice's first
+    256, then a pmax) and that of the integer cross-entropy the label's own logit, not the row maximum
+    (which takes a pass of its own): one pass over the slices. Where a shifted sum overflows
+    (``max - guess > 709``) or the label is masked, every row is shifted by its maximum instead; the
+    values equal the unsharded ones either way."""
+    p, local = 4, 300
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((3, p * local))
+    z[:, 2 * local + 299] = 10.0  # each row's maximum, outside every slice's first 256 classes
+    y = jnp.array([5, 700, 1199], jnp.int32)
+    run = jax.jit(lambda z: (_simulate(lambda zl: SH.shard_log_normaliser(zl, "vocab"), z, p),
+                             _simulate(lambda zl: SH.shard_cross_entropy_with_integer_labels(zl, y, "vocab"), z, p)))
+
+    def check(z, lse_shift, nll_shift):
+        (c, log_s), (loss, c_y, _) = run(jnp.asarray(z))
+        np.testing.assert_array_equal(c[0, :, 0], lse_shift)
+        np.testing.assert_array_equal(c_y[0], nll_shift)
+        _close((c + log_s)[0, :, 0], ST.logsumexp(z), "lse")
+        _close(loss[0], ST.cross_entropy_with_integer_labels(z, y), "nll")
+
+    heads = np.max(z.reshape(3, p, local)[..., :256], axis=(1, 2))
+    check(z, heads, z[np.arange(3), y])
+    over = z.copy()
+    over[1, 3 * local + 280] = 800.0  # outside the heads too
+    check(over, over.max(-1), over.max(-1))
+    masked = z.copy()
+    masked[0, 5] = -np.inf
+    check(masked, heads, masked.max(-1))
+
+
 @st.composite
 def _heads(draw):
     h = draw(hnp.arrays(np.float64, (5, 3), elements=st.floats(-3, 3)))

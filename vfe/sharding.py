@@ -18,10 +18,13 @@ of the backward pass (``∂h = psum_k G_k W_kᵀ``); ``∂W`` stays sharded like
 
 Every quantity of :mod:`vfe.streaming` has its sharded version: log-sum-exp, entropy, integer- and
 soft-label cross-entropy, KL (both formulas), log Z and the Helmholtz free energy, and the linear
-head. The soft-label cross-entropy, KL, log Z and F run the very passes of :mod:`vfe.streaming` on
-each device's slices through a :class:`vfe.streaming.Stream` given ``vocab_axis``: each reduction
-is completed by a ``pmax``/``psum``, and each :func:`jax.lax.cond` (the shift's fallback, the KL's
-far rows) takes the branch agreed by all devices (a ``pmin`` of the predicate over every mesh axis).
+head. All but the linear head run the passes of :mod:`vfe.streaming` on each device's slices
+through a :class:`vfe.streaming.Stream` given ``vocab_axis``: each reduction is completed by a
+``pmax``/``psum``, and each :func:`jax.lax.cond` (the shift's fallback, the KL's far rows) takes
+the branch agreed by all devices (a ``pmin`` of the predicate over every mesh axis). So the sums are
+shifted by a guess rather than by the maximum (the label's logit for the cross-entropy, else the
+maximum of the first classes, a ``pmax`` of a few scalars), and the maximum costs a pass only where
+the guess overflows: the cross-entropy and log-sum-exp read each slice once, as unsharded rows are.
 
 The functions run under :func:`jax.shard_map` over a :class:`jax.sharding.Mesh`: ``vocab_axis``
 names the mesh axis that shards the classes (the last axis of the logits, the second of the
@@ -106,10 +109,15 @@ class _Layout:
         """Spec of the logits: tokens as :attr:`tokens`, classes over ``vocab_axis``."""
         return P(*self.tokens, self.vocab_axis)
 
+    @property
+    def mesh_axes(self) -> tuple[str, ...]:
+        """Every named axis of the call (over which a ``lax.cond`` predicate is agreed)."""
+        return tuple(self.mesh.axis_names)
+
     def stream(self, arrays, implementation) -> _st.Stream:
         """A :class:`vfe.streaming.Stream` of this device's slices, its reductions over the whole rows."""
         rows = _st.rows_for(arrays[0].shape[-1], implementation)
-        return _st.Stream(arrays, rows, self.vocab_axis, tuple(self.mesh.axis_names))
+        return _st.Stream(arrays, rows, self.vocab_axis, self.mesh_axes)
 
     def map(self, f, in_specs, out_specs):
         """``f`` under :func:`jax.shard_map` on this layout's mesh."""
@@ -153,31 +161,33 @@ def offset(vocab_axis: str, local_classes: int):
     return lax.axis_index(vocab_axis) * local_classes
 
 
-def shard_log_normaliser(z, vocab_axis: str, implementation: str | None = None):
-    """``(m, log s)`` of the full rows, shapes ``[..., 1]``, from this device's slice ``z`` of the logits.
+def shard_log_normaliser(z, vocab_axis: str, implementation: str | None = None, mesh_axes: tuple[str, ...] = ()):
+    """``(c, log s)`` of the full rows, shapes ``[..., 1]``, from this device's slice ``z`` of the logits:
+    ``s = psum_k Σ_{i∈k} e^{z_i - c}`` (so ``lse = c + log s``).
 
-    ``m = pmax_k max_{i∈k} z_i`` and ``s = psum_k Σ_{i∈k} e^{z_i - m}`` (the local reductions as in
-    :mod:`vfe.streaming`).
+    ``c`` is the maximum of the row's first classes (the same on every slice, a ``pmax``), one pass in
+    all; the row maximum ``pmax_k max_{i∈k} z_i`` and a second pass only where that overflows
+    (:func:`vfe.streaming.shifted_sums`). ``mesh_axes``: every named axis of the call (the ``lax.cond``
+    predicate agreed over all of them; default ``(vocab_axis,)``).
     """
-    return _shard_stats(z, vocab_axis, implementation, with_t=False)[:2]
+    return _shard_stats(z, vocab_axis, implementation, mesh_axes, with_t=False)
 
 
-def _shard_stats(z, vocab_axis, implementation, with_t):
-    """``(m, log s[, t/s])`` of the full rows from this slice (one stream of local reductions)."""
-    z = _st._up(z)
-    stream = _st.Stream((z,), _st.rows_for(z.shape[-1], implementation), vocab_axis)
-    m = stream.max()
-    log_s = jnp.log(stream.sum(_st._exp_gap, m))
-    if not with_t:
-        return m, log_s
-    return m, log_s, stream.sum(_st._exp_gap_times_gap, m) * jnp.exp(-log_s)
+def _shard_stats(z, vocab_axis, implementation, mesh_axes, *, with_t, guess=None):
+    """``(c, log s[, t/s])`` of the full rows from this slice, shifted by ``guess`` (default the head
+    guess of :meth:`vfe.streaming.Stream.guess`; the same on every slice) unless that overflows."""
+    stream = _st.Stream((z,), _st.rows_for(z.shape[-1], implementation), vocab_axis, mesh_axes)
+    sums = (_st._exp_gap, _st._exp_gap_times_gap) if with_t else (_st._exp_gap,)
+    c, s, *t = _st.shifted_sums(stream, stream.guess() if guess is None else guess, sums)
+    log_s = jnp.log(s)
+    return (c, log_s) + ((t[0] / s,) if with_t else ())
 
 
-def shard_entropy(z, vocab_axis: str, implementation: str | None = None):
-    """``(m, log s, H)`` of the full rows from this device's slice: ``H = log s - t/s`` with
-    ``t = psum_k Σ_{i∈k} e^{z_i - m}(z_i - m)``."""
-    m, log_s, t_over_s = _shard_stats(z, vocab_axis, implementation, with_t=True)
-    return m, log_s, log_s - t_over_s
+def shard_entropy(z, vocab_axis: str, implementation: str | None = None, mesh_axes: tuple[str, ...] = ()):
+    """``(c, log s, H)`` of the full rows from this device's slice: ``H = log s - t/s`` with
+    ``t = psum_k Σ_{i∈k} e^{z_i - c}(z_i - c)`` (the shift ``c`` as in :func:`shard_log_normaliser`)."""
+    c, log_s, t_over_s = _shard_stats(z, vocab_axis, implementation, mesh_axes, with_t=True)
+    return c, log_s, log_s - t_over_s
 
 
 def shard_label_logit(z, labels, m, vocab_axis: str):
@@ -190,11 +200,15 @@ def shard_label_logit(z, labels, m, vocab_axis: str):
     return lax.psum(jnp.where(held[..., None], picked - m, 0.0), vocab_axis)
 
 
-def shard_cross_entropy_with_integer_labels(z, labels, vocab_axis: str, implementation: str | None = None):
-    """``(NLL, m, log s)`` per token (shapes ``[...]``) from this device's slice of the logits."""
-    m, log_s = shard_log_normaliser(z, vocab_axis, implementation)
-    loss = log_s - shard_label_logit(z, labels, m, vocab_axis)
-    return loss[..., 0], m[..., 0], log_s[..., 0]
+def shard_cross_entropy_with_integer_labels(z, labels, vocab_axis: str, implementation: str | None = None,
+                                            mesh_axes: tuple[str, ...] = ()):
+    """``(NLL, c, log s)`` per token (shapes ``[...]``) from this device's slice of the logits, shifted
+    by the label's own logit ``c = z_y`` (a ``psum`` from the device holding it) as the unsharded
+    function is — ``NLL = log s``, one pass — or by the row maximum where that overflows."""
+    picked = shard_label_logit(z, labels, jnp.zeros((), compute_dtype(z.dtype)), vocab_axis)
+    c, log_s = _shard_stats(z, vocab_axis, implementation, mesh_axes, with_t=False, guess=picked)
+    loss = log_s - (picked - c)
+    return loss[..., 0], c[..., 0], log_s[..., 0]
 
 
 def shard_softmax_grad(z, labels, m, log_s, g, vocab_axis: str):
@@ -247,8 +261,10 @@ def sharded_logsumexp(logits: Float[Array, "*batch V"], *, mesh: Mesh, vocab_axi
                       ) -> Float[Array, "*batch"]:
     r"""``log Σ_i e^{z_i}`` over the last axis of logits sharded over ``vocab_axis``.
 
-    .. math:: \operatorname{lse}(z) = m + \log\operatorname{psum}_k\sum_{i\in k} e^{z_i - m},
-              \quad m = \operatorname{pmax}_k \max_{i \in k} z_i
+    .. math:: \operatorname{lse}(z) = c + \log\operatorname{psum}_k\sum_{i\in k} e^{z_i - c},
+              \quad c \le \operatorname{pmax}_k \max_{i \in k} z_i
+
+    (``c`` the guess of :func:`shard_log_normaliser`: one pass over each slice.)
 
     Args:
       logits: shape ``(*batch, V)``.
@@ -266,7 +282,7 @@ def sharded_logsumexp(logits: Float[Array, "*batch V"], *, mesh: Mesh, vocab_axi
 
 def _lse_stats(z, layout, implementation):
     def body(zl):
-        m, log_s = shard_log_normaliser(zl, layout.vocab_axis, implementation)
+        m, log_s = shard_log_normaliser(zl, layout.vocab_axis, implementation, layout.mesh_axes)
         return m[..., 0], log_s[..., 0]
 
     return layout.map(body, (layout.logits,), (layout.tokens,) * 2)(z)
@@ -301,8 +317,10 @@ def sharded_entropy_from_logits(logits: Float[Array, "*batch V"], *, mesh: Mesh,
                                 ) -> Float[Array, "*batch"]:
     r"""Entropy of ``softmax(logits)`` for logits sharded over ``vocab_axis``.
 
-    .. math:: H = \log s - t/s,\quad s = \operatorname{psum}_k \sum_{i\in k} e^{z_i - m},\quad
-              t = \operatorname{psum}_k \sum_{i\in k} e^{z_i - m}(z_i - m)
+    .. math:: H = \log s - t/s,\quad s = \operatorname{psum}_k \sum_{i\in k} e^{z_i - c},\quad
+              t = \operatorname{psum}_k \sum_{i\in k} e^{z_i - c}(z_i - c)
+
+    (``c`` the shift of :func:`shard_log_normaliser`.)
 
     Arguments and result as in :func:`sharded_logsumexp`; equal to
     :func:`vfe.streaming.entropy_from_logits` of the gathered logits. Gradient
@@ -315,7 +333,7 @@ def sharded_entropy_from_logits(logits: Float[Array, "*batch V"], *, mesh: Mesh,
 
 def _entropy_stats(z, layout, implementation):
     def body(zl):
-        return tuple(x[..., 0] for x in shard_entropy(zl, layout.vocab_axis, implementation))
+        return tuple(x[..., 0] for x in shard_entropy(zl, layout.vocab_axis, implementation, layout.mesh_axes))
 
     return layout.map(body, (layout.logits,), (layout.tokens,) * 3)(z)
 
@@ -574,10 +592,12 @@ def sharded_cross_entropy_with_integer_labels(logits: Float[Array, "*batch V"], 
                                               implementation: str | None = None) -> Float[Array, "*batch"]:
     r"""Negative log-likelihood of integer labels for logits sharded over ``vocab_axis``.
 
-    .. math:: -\log\mathrm{softmax}(z)_y = \log s - (z_y - m), \quad
-              z_y - m = \operatorname{psum}_k [\,y \in k\,](z_y - m)
+    .. math:: -\log\mathrm{softmax}(z)_y = \log\operatorname{psum}_k\sum_{i\in k} e^{z_i - z_y}, \quad
+              z_y = \operatorname{psum}_k [\,y \in k\,]\,z_y
 
-    The gradient ``softmax(z) - onehot(y)`` is computed on each slice; nothing is gathered.
+    One pass over each slice, shifted by the label's logit as
+    :func:`vfe.streaming.cross_entropy_with_integer_labels` is (by the row maximum, a second pass,
+    where that overflows). The gradient ``softmax(z) - onehot(y)`` is computed on each slice; nothing is gathered.
 
     Args:
       logits: shape ``(*batch, V)``, classes sharded over ``vocab_axis``.
@@ -600,7 +620,7 @@ def sharded_cross_entropy_with_integer_labels(logits: Float[Array, "*batch V"], 
 
 def _nll_stats(z, labels, layout, implementation):
     def body(zl, y):
-        return shard_cross_entropy_with_integer_labels(zl, y, layout.vocab_axis, implementation)
+        return shard_cross_entropy_with_integer_labels(zl, y, layout.vocab_axis, implementation, layout.mesh_axes)
 
     return layout.map(body, (layout.logits, layout.tokens), (layout.tokens,) * 3)(z, labels)
 
