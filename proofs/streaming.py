@@ -5,7 +5,7 @@ Not claims of the seeds: the identities that let the library read the logits blo
 element by element, or device by device and still compute the log-normaliser of the whole row.
 
 * S1, the partition rule: the log-sum-exp of a row is the log-sum-exp of its blocks'
-  log-sum-exps, whatever the partition.
+  log-sum-exps, whatever the partition; and any shift, applied before the sum or after it.
 * S2, the online rule: ``m' = max(m, x)``, ``s' = s e^{m - m'} + e^{x - m'}`` keeps
   ``s = Σ_{seen} e^{z_i - m}`` (and, for the entropy, ``t' = e^{m - m'}(t + (m - m')s) + e^{x - m'}(x - m')``
   keeps ``t = Σ_{seen} e^{z_i - m}(z_i - m)``).
@@ -36,7 +36,7 @@ CLAIMS = (
         statement=r"For any partition $\{1..n\} = A \cup B$: "
                   r"$\mathrm{lse}(z) = \mathrm{lse}\big(\mathrm{lse}(z_A), \mathrm{lse}(z_B)\big)$, with "
                   r"$\mathrm{lse}(\emptyset) = -\infty$",
-        functions=("vfe.streaming.logsumexp",),
+        functions=("vfe.streaming.logsumexp", "vfe.streaming.exp_sum"),
     ),
     Claim(
         id="S2", title="The online log-sum-exp update keeps the running sum exact", seeds=(),
@@ -53,7 +53,7 @@ CLAIMS = (
         wording="machinery of vfe.sharding (pmax / psum over the vocabulary axis, no gather)",
         statement=r"For shards $k = 1..P$ of the classes: $\mathrm{lse}(z) - z_y = "
                   r"\log\sum_k\sum_{i \in k} e^{z_i - m} - \sum_k [y \in k](z_y - m)$ with "
-                  r"$m = \max_k \max_{i\in k} z_i$",
+                  r"$m = \max_k \max_{i\in k} z_i$ (or any shift common to the shards, such as $z_y$)",
         functions=("vfe.sharding.sharded_cross_entropy_with_integer_labels",
                    "vfe.sharding.sharded_linear_cross_entropy", "vfe.sharding.sharded_kl_divergence_from_logits"),
     ),
@@ -120,6 +120,35 @@ S1 = Derivation(
         Step(r"\mathrm{lse}(z)",
              "vfe.streaming.logsumexp, one-pass (a variadic reduction merging (m, s) pairs with that rule)",
              lambda z, k: streaming.logsumexp(z, implementation="onepass")),
+    ],
+)
+
+
+def _library_rescaled(z):
+    """``c + log s`` from :func:`vfe.streaming.exp_sum` on blocked rows of 4 classes, the library's guess."""
+    rows = z[None]
+    c, s = streaming.exp_sum(streaming.Stream((rows,), streaming.Rows("blocked", 4)), streaming.shift_guess(rows))
+    return (c + jnp.log(s))[0, 0]
+
+
+S1_RESCALED = Derivation(
+    claim="S1",
+    title="The log-normaliser from the unshifted sum of exponentials, rescaled by any shift",
+    statement=r"\mathrm{lse}(z) = c + \log\Big(e^{-c}\sum_i e^{z_i}\Big)\quad\text{for every finite } c",
+    inputs=st.fixed_dictionaries({"z": vt.logits(sizes=(_N,), min_value=-300.0, max_value=300.0),
+                                  "c": st.floats(-300.0, 300.0)}),
+    steps=[
+        Step(r"\log\sum_i e^{z_i}", "definition; jax.nn.logsumexp", lambda z, c: jax.nn.logsumexp(z)),
+        Step(r"c + \log\sum_i e^{z_i - c}", r"$e^{z_i} = e^{c}\,e^{z_i - c}$: any finite shift $c$",
+             lambda z, c: c + jnp.log(jnp.sum(jnp.exp(z - c)))),
+        Step(r"c + \log\Big(e^{-c}\sum_i e^{z_i}\Big)",
+             r"$e^{z_i - c} = e^{z_i} e^{-c}$: the sum taken unshifted (one operation per class fewer), then "
+             r"rescaled once (finite for logits in $[-300, 300]$ in float64)",
+             lambda z, c: c + jnp.log(jnp.sum(jnp.exp(z)) * jnp.exp(-c))),
+        Step(r"c + \log s,\ (c, s) = \texttt{exp\_sum}(z)",
+             "vfe.streaming.exp_sum on blocked rows (the unshifted sum rescaled by the library's guess where every "
+             "guess lies in its window, else the shifted sum)",
+             lambda z, c: _library_rescaled(z)),
     ],
 )
 
@@ -283,7 +312,7 @@ S3 = Derivation(
     claim="S3",
     title="Vocabulary-sharded cross-entropy equals the unsharded one",
     statement=r"\mathrm{lse}(z) - z_y = \log\sum_{k=1}^{P}\sum_{i \in k} e^{z_i - m} - \sum_k [y \in k](z_y - m),"
-              r"\quad m = \max_k \max_{i \in k} z_i",
+              r"\quad m = \max_k \max_{i \in k} z_i\ \text{(or any shift common to the shards: the library takes } z_y)",
     inputs=_LABELLED,
     steps=[
         Step(r"-\log\mathrm{softmax}(z)_y = \mathrm{lse}(z) - z_y", "definition; jax.nn.logsumexp",
