@@ -336,9 +336,11 @@ def exp_sum(stream: Stream, guess: jax.Array, *, index: int = 0) -> tuple[jax.Ar
     Under ``"blocked"`` rows (XLA:CPU, where a pass costs its operations per class) the sum is taken
     without the shift, ``σ = Σ_i e^{x_i}`` (one operation per class fewer: 0.78 of the time of
     ``Σ_i e^{x_i - c}`` at [2048, 32000] float32), and rescaled per row, ``s = σ / e^{c}``: each term
-    carries the rounding of one ``exp`` (a shifted one also that of ``x_i - c``), the rescaling two
-    roundings per row, so ``s`` is as accurate as the shifted sum unless a term overflows or the
-    terms that matter are subnormal. It is tried when every row's ``guess`` (an entry of the row, or
+    carries the rounding of one ``exp`` (a shifted one also that of ``x_i - c``, but the guess's own
+    term is 1 exactly), the rescaling two roundings per row, so ``log s`` errs by at most about
+    ``1.5ε`` more than the shifted sum's (measured: the cross-entropies' and ``lse``'s errors
+    unchanged, the direct KL's, which is that of two log-normalisers, 0–6% higher in the median)
+    unless a term overflows or the terms that matter are subnormal. It is tried when every row's ``guess`` (an entry of the row, or
     the maximum of a few: ``σ ≥ e^{guess}``) lies in ``[log(n·tiny/ε), log(finfo.max / n)]`` — then
     the subnormal terms, which XLA:CPU flushes to zero, each losing less than ``tiny``, change ``σ``
     by less than ``ε σ`` — and kept if every ``σ`` is finite, a row whose ``s`` overflows keeping
