@@ -303,7 +303,8 @@ def shift_guess(x: jax.Array, *, minimum: bool = False) -> jax.Array:
     return jnp.min(head, axis=-1, keepdims=True) if minimum else jnp.max(head, axis=-1, keepdims=True)
 
 
-def shifted_sums(stream: Stream, guess: jax.Array, sums, *scalars, index: int = 0, minimum: bool = False):
+def shifted_sums(stream: Stream, guess: jax.Array, sums, *scalars, index: int = 0, minimum: bool = False,
+                 first: tuple[jax.Array, ...] | None = None):
     """``(c, Σ f(arrays, c, *scalars) for f in sums)`` for a shift ``c`` that is at most the row maximum.
 
     Every row statistic is exact for any shift ``c`` with ``e^{x - c}`` finite (``lse = c + log s``
@@ -313,19 +314,20 @@ def shifted_sums(stream: Stream, guess: jax.Array, sums, *scalars, index: int = 
     the guessed entries masked), every row is recomputed with ``c`` = its maximum, the extra pass
     paid only then (a :func:`jax.lax.cond`). ``minimum=True``: for energies, ``c`` bounds the
     minimum from above and the fallback is the row minimum (of array ``index``). On a sharded
-    stream the guess must be the same on every slice (:meth:`Stream.guess`).
+    stream the guess must be the same on every slice (:meth:`Stream.guess`). ``first``: the shift
+    and sums already taken some other way (:func:`exp_sum`), kept unless they are not finite.
     """
-    fast = tuple(stream.sum(f, guess, *scalars) for f in sums)
-    ok = jnp.all(jnp.isfinite(guess))
+    c, *fast = (guess, *(stream.sum(f, guess, *scalars) for f in sums)) if first is None else first
+    ok = jnp.all(jnp.isfinite(c))
     for total in fast:
         ok &= jnp.all(jnp.isfinite(total))
 
     def exact(_):
         again = stream.again()
-        c = again.min(index) if minimum else again.max(index)
-        return (c, *(again.sum(f, c, *scalars) for f in sums))
+        m = again.min(index) if minimum else again.max(index)
+        return (m, *(again.sum(f, m, *scalars) for f in sums))
 
-    return stream.cond(ok, lambda _: (guess, *fast), exact)
+    return stream.cond(ok, lambda _: (c, *fast), exact)
 
 
 def exp_sum(stream: Stream, guess: jax.Array, *, index: int = 0) -> tuple[jax.Array, jax.Array]:
@@ -340,14 +342,15 @@ def exp_sum(stream: Stream, guess: jax.Array, *, index: int = 0) -> tuple[jax.Ar
     term is 1 exactly), the rescaling two roundings per row, so ``log s`` errs by at most about
     ``1.5ε`` more than the shifted sum's (measured: the cross-entropies' and ``lse``'s errors
     unchanged, the direct KL's, which is that of two log-normalisers, 0–6% higher in the median)
-    unless a term overflows or the terms that matter are subnormal. It is tried when every row's ``guess`` (an entry of the row, or
-    the maximum of a few: ``σ ≥ e^{guess}``) lies in ``[log(n·tiny/ε), log(finfo.max / n)]`` — then
-    the subnormal terms, which XLA:CPU flushes to zero, each losing less than ``tiny``, change ``σ``
-    by less than ``ε σ`` — and kept if every ``σ`` is finite, a row whose ``s`` overflows keeping
-    ``c = 0`` and ``s = σ``. Otherwise (logits beyond about ``-(70 - log n)`` or ``88 - log n`` in
-    float32) :func:`shifted_sums` with ``guess``: an untried pass costs nothing, a tried one a
-    pass. Sharded and ``"fused"`` streams go to :func:`shifted_sums` directly (a sharded row's
-    length is not this slice's; on GPU a pass is bound by memory, not by its operations).
+    unless a term overflows or the terms that matter are subnormal. The unshifted sum is taken
+    when every row's ``guess`` (an entry of the row, or the maximum of a few: ``σ ≥ e^{guess}``)
+    lies in ``[log(n·tiny/ε), log(finfo.max / n)]`` — then the subnormal terms, which XLA:CPU
+    flushes to zero, each losing less than ``tiny``, change ``σ`` by less than ``ε σ`` — a row
+    whose ``s`` overflows keeping ``c = 0`` and ``s = σ``; otherwise (logits beyond about
+    ``-(70 - log n)`` or ``88 - log n`` in float32) the shifted sum. Either is one pass; where it
+    is not finite, :func:`shifted_sums`'s maximum. Sharded and ``"fused"`` streams go to
+    :func:`shifted_sums` directly (a sharded row's length is not this slice's; on GPU a pass is
+    bound by memory, not by its operations).
     """
     shifted = (lambda *args: jnp.exp(args[index] - args[-1]),)  # args: the arrays, then c
     if stream.rows.implementation != "blocked" or stream.vocab_axis is not None:
@@ -355,14 +358,16 @@ def exp_sum(stream: Stream, guess: jax.Array, *, index: int = 0) -> tuple[jax.Ar
     info = jnp.finfo(guess.dtype)
     n = stream.classes(index)
     low, high = math.log(n * float(info.tiny) / float(info.eps)), math.log(float(info.max) / n)
-    tried = jnp.all((guess >= low) & (guess <= high))
-    sigma = stream.cond(tried, lambda _: stream.again().sum(lambda *arrays: jnp.exp(arrays[index])),
-                        lambda _: jnp.full_like(guess, jnp.inf))
-    s = sigma / jnp.exp(guess)
-    rescaled = jnp.isfinite(s)
-    kept = (jnp.where(rescaled, guess, 0.0), jnp.where(rescaled, s, sigma))
-    return stream.cond(tried & jnp.all(jnp.isfinite(sigma)), lambda _: kept,
-                       lambda _: shifted_sums(stream.again(), guess, shifted, index=index))
+
+    def unshifted(_):
+        sigma = stream.again().sum(lambda *arrays: jnp.exp(arrays[index]))
+        s = sigma / jnp.exp(guess)
+        rescaled = jnp.isfinite(s)
+        return jnp.where(rescaled, guess, 0.0), jnp.where(rescaled, s, sigma)
+
+    first = stream.cond(jnp.all((guess >= low) & (guess <= high)), unshifted,
+                        lambda _: (guess, stream.again().sum(shifted[0], guess)))
+    return shifted_sums(stream, guess, shifted, index=index, first=first)
 
 
 def _floor(dtype):
