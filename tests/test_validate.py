@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import vfe
+from vfe import streaming
+from vfe.linear_cross_entropy import linear_cross_entropy
 
 GOOD_P = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
 GOOD_Z = np.array([[0.0, -np.inf, 1e4], [1.0, 2.0, 3.0]])
@@ -48,3 +52,18 @@ def test_temperature_rejects(bad):
 def test_labels_rejects(bad):
     with pytest.raises(ValueError, match="labels"):
         vfe.validate.labels(bad, 3)
+
+
+@pytest.mark.parametrize("loss", [vfe.cross_entropy_with_integer_labels, streaming.cross_entropy_with_integer_labels,
+                                  lambda z, y: linear_cross_entropy(jnp.eye(2), z, y)], ids=["information", "streaming",
+                                                                                             "linear head"])
+def test_unchecked_labels_out_of_range_give_nan_not_a_plausible_loss(loss):
+    """What the docstrings promise where labels are not checked (under jit): an out-of-range label's
+    loss is NaN, the valid tokens' unaffected, and vfe.validate.labels rejects the labels eagerly."""
+    z = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
+    y = jnp.array([-100, 2], jnp.int32)
+    got = np.asarray(jax.jit(loss)(z, y))
+    assert np.isnan(got[0])
+    np.testing.assert_allclose(got[1], np.log(2 + np.exp(5.0)) - 5.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="labels"):
+        vfe.validate.labels(np.asarray(y), 3)

@@ -261,7 +261,8 @@ def cross_entropy_with_integer_labels(logits: Float[Array, "*batch n"], labels: 
     Args:
       logits: shape ``(*batch, n)`` with the classes along ``axis``.
       labels: integer class indices in ``[0, n)``, shape ``(*batch,)``. Out-of-range labels
-        are not checked under ``jit`` (JAX clamps the index); see :mod:`vfe.validate`.
+        are not checked under ``jit``: their loss is NaN (JAX's gather fills reads out of
+        bounds with NaN); :func:`vfe.validate.labels` checks them eagerly.
       axis: the axis holding the classes.
 
     Returns:

@@ -105,7 +105,8 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
     Args:
       hidden: hidden states ``h``, shape ``(*batch, d)``.
       weight: classifier weights ``W``, shape ``(d, V)``.
-      labels: integer targets in ``[0, V)``, shape ``(*batch,)`` (not range-checked under ``jit``).
+      labels: integer targets in ``[0, V)``, shape ``(*batch,)`` (not range-checked under ``jit``:
+        an out-of-range label's loss is NaN; mark padding with ``where`` instead).
       where: optional boolean mask broadcasting to ``labels``' shape, the tokens that count: a token
         where it is ``False`` (padding) has loss 0 and adds nothing to the gradients, whatever its
         label (``-100``, out of range); ``"mean"`` divides by the number of counted tokens.

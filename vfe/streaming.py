@@ -531,7 +531,8 @@ def cross_entropy_with_integer_labels(logits: Float[Array, "*batch n"], labels: 
     Args:
       logits: shape ``(*batch, n)`` with the classes along ``axis``.
       labels: integer class indices in ``[0, n)``, shape ``(*batch,)`` (not range-checked under
-        ``jit``: JAX clamps the index; see :mod:`vfe.validate`).
+        ``jit``: an out-of-range label's loss is NaN, JAX's gather filling reads out of bounds;
+        :func:`vfe.validate.labels` checks them eagerly).
       axis: the axis holding the classes.
       implementation: ``"blocked"``, ``"fused"``, ``"onepass"`` or None (backend default).
 
