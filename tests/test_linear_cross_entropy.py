@@ -196,6 +196,26 @@ def test_uncounted_tokens_add_nothing_whatever_their_labels(tiling, reduction, d
         assert not np.any(np.asarray(got)[~counted])
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_a_counted_label_out_of_range_gives_nan_with_or_without_gradients(reduction):
+    """A counted token whose label lies outside ``[0, V)`` has a NaN loss (as the materialised logits'
+    gather gives), in the value returned with the gradients too — the reduced loss's gradient pass
+    returned a plausible loss without the label term; ``where`` excluding the token gives the loss of
+    the others."""
+    h, w = jnp.eye(2), jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
+    y = jnp.array([-100, 2], jnp.int32)
+    second = np.log(2 + np.exp(5.0)) - 5.0
+
+    def loss(w, where=None):
+        return jnp.sum(linear_cross_entropy(h, w, y, where=where, reduction=reduction))
+
+    for value in (loss(w), jax.value_and_grad(loss)(w)[0]):
+        assert np.isnan(value), reduction
+    value, grad = jax.value_and_grad(loss)(w, y >= 0)
+    np.testing.assert_allclose(value, second, rtol=1e-6)
+    assert np.all(np.isfinite(grad))
+
+
 def test_no_tokens_give_an_empty_loss_and_zero_sum_and_mean():
     h, w, y = jnp.zeros((0, D)), jnp.ones((D, V)), jnp.zeros((0,), jnp.int32)
     assert linear_cross_entropy(h, w, y).shape == (0,)

@@ -126,6 +126,24 @@ def test_per_device_normalisers_shift_by_the_guess_in_one_pass():
     check(masked, heads, masked.max(-1))
 
 
+def test_a_label_out_of_range_gives_nan_on_simulated_devices_as_unsharded():
+    """A label outside ``[0, V)`` is held by no device: its token's loss is NaN (the unsharded functions'
+    gather gives NaN), not the log-normaliser alone; the other tokens are unaffected."""
+    rng = np.random.default_rng(1)
+    z, h, w = rng.standard_normal((3, V)), rng.standard_normal((3, 3)), rng.standard_normal((3, V))
+    y = jnp.array([-100, 5, V + 3], jnp.int32)
+    counted = jnp.array([False, True, False])
+    nll = _simulate(lambda zl: SH.shard_cross_entropy_with_integer_labels(zl, y, "vocab")[0], z, 4)[0]
+    linear = _simulate(lambda wl: SH.shard_linear_cross_entropy(h, wl, y, "vocab", (2, 5))[0], w, 4)[0]
+    totals = [_simulate(lambda wl: SH.shard_linear_total(h, wl, y, c, "vocab", (3, 11))[0], w, 4)[0]
+              for c in (jnp.ones(3, bool), counted)]
+    for got, want in ((nll, ST.cross_entropy_with_integer_labels(z, y)), (linear, LCE.linear_cross_entropy(h, w, y))):
+        assert np.all(np.isnan(np.asarray(got)[[0, 2]])) and np.all(np.isnan(np.asarray(want)[[0, 2]]))
+        _close(got[1], want[1], "the valid token")
+    assert np.isnan(totals[0])
+    _close(totals[1], ST.cross_entropy_with_integer_labels(h @ w, y)[1], "only the valid token counted")
+
+
 @st.composite
 def _heads(draw):
     h = draw(hnp.arrays(np.float64, (5, 3), elements=st.floats(-3, 3)))

@@ -399,7 +399,10 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
         # gathered, its -1 scattered (dropped where another device holds the label), and the other
         # rows (covered before, or not counted) zeroed by a product.
         picked = jnp.take_along_axis(z, jnp.where(held, y_t, 0)[:, None], axis=-1)[:, 0]
-        loss = lse[:, 0] - psum(jnp.where(held, picked, 0.0))
+        picked, holders = psum((jnp.where(held, picked, 0.0), held.astype(dtype)))
+        # a label outside [0, V) (no device holds it): NaN, as the per-token loss and the undifferentiated
+        # reduced loss give, rather than a plausible loss without its label term
+        loss = lse[:, 0] - jnp.where(holders > 0, picked, jnp.nan)
         z, lse = lax.optimization_barrier((z, lse))  # (its results vary over vocab_axis: not for the loss)
         keep = new.astype(dtype)[:, None]
         grad = (jnp.exp(z - lse) * keep).at[lax.iota(jnp.int32, rows), jnp.where(held, y_t, v)].add(

@@ -190,14 +190,22 @@ def shard_entropy(z, vocab_axis: str, implementation: str | None = None, mesh_ax
     return c, log_s, log_s - t_over_s
 
 
+def _from_holder(value, held, vocab_axis: str):
+    """``psum_k [y ∈ k] value``: the value on the device that holds the label, NaN where none does (a
+    label outside ``[0, V)``: its unsharded loss is NaN too, JAX's gather filling reads out of
+    bounds), rather than a plausible loss without its label term."""
+    total, holders = lax.psum((jnp.where(held, value, 0.0), held.astype(value.dtype)), vocab_axis)
+    return jnp.where(holders > 0, total, jnp.nan)
+
+
 def shard_label_logit(z, labels, m, vocab_axis: str):
     """``psum_k [y ∈ k](z_y - m)``, shape ``[..., 1]``: the label's centred logit, from the device that
-    holds its class."""
+    holds its class (NaN for a label outside ``[0, V)``)."""
     n = z.shape[-1]
     idx = labels - offset(vocab_axis, n).astype(labels.dtype)
     held = (idx >= 0) & (idx < n)
     picked = _st._up(jnp.take_along_axis(z, jnp.clip(idx, 0, n - 1)[..., None], axis=-1))
-    return lax.psum(jnp.where(held[..., None], picked - m, 0.0), vocab_axis)
+    return _from_holder(picked - m, held[..., None], vocab_axis)
 
 
 def shard_cross_entropy_with_integer_labels(z, labels, vocab_axis: str, implementation: str | None = None,
@@ -232,8 +240,7 @@ def shard_linear_cross_entropy(h, w, labels, vocab_axis: str, blocks: tuple[int,
     idx = labels - offset(vocab_axis, n).astype(labels.dtype)
     held = (idx >= 0) & (idx < n)
     picked = _lce._label_logits(h, w, jnp.clip(idx, 0, n - 1))
-    centred = lax.psum(jnp.where(held, picked - m, 0.0), vocab_axis)
-    return log_s - centred, m, log_s
+    return log_s - _from_holder(picked - m, held, vocab_axis), m, log_s
 
 
 def shard_linear_backward(h, w, labels, m, log_s, g, vocab_axis: str, blocks: tuple[int, int]):
