@@ -608,7 +608,8 @@ def sharded_cross_entropy_with_integer_labels(logits: Float[Array, "*batch V"], 
 
     Args:
       logits: shape ``(*batch, V)``, classes sharded over ``vocab_axis``.
-      labels: integer classes in ``[0, V)``, shape ``(*batch,)``.
+      labels: integer classes in ``[0, V)``, shape ``(*batch,)`` (not range-checked under ``jit``: an
+        out-of-range label, held by no device, gives NaN as unsharded).
       mesh: the device mesh.
       vocab_axis: mesh axis sharding the classes.
       batch_axis: optional mesh axis sharding the first axis.
@@ -681,7 +682,7 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
     Args:
       hidden: ``h``, shape ``(N, d)`` (tokens sharded over ``batch_axis`` if given).
       weight: ``W``, shape ``(d, V)``, columns sharded over ``vocab_axis``.
-      labels: integer classes in ``[0, V)``, shape ``(N,)``.
+      labels: integer classes in ``[0, V)``, shape ``(N,)`` (an out-of-range label gives NaN, as unsharded).
       mesh: the device mesh.
       vocab_axis: mesh axis sharding the classes.
       batch_axis: optional mesh axis sharding the tokens.
