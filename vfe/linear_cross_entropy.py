@@ -42,6 +42,10 @@ Blocks that do not divide ``N`` or ``V`` are handled by starting the last block 
 columns are computed again instead, the same sums, and written in place), so any block sizes work
 without padding copies.
 
+Differentiation: reverse mode, also reverse over reverse (Hessian-vector products in ``h`` and
+``W``, for ``"sum"``/``"mean"`` through the gradients formed in the forward pass); no forward mode
+(:func:`jax.custom_vjp`).
+
 Precision: the tiles are computed with ``preferred_element_type=float32`` (bfloat16 inputs
 accumulate in float32); gradients are returned in the dtypes of ``h`` and ``W``.
 

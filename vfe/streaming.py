@@ -59,7 +59,9 @@ inputs a chunk of rows at a time, about ``2^21`` elements.)
 
 Differentiation: reverse mode only (``jax.grad``, ``jax.vjp``); :func:`jax.custom_vjp` functions
 have no forward-mode rule, so ``jax.jvp``/``jax.jacfwd`` raise. Use :mod:`vfe.information` for
-forward-mode derivatives.
+forward-mode derivatives. Reverse over reverse (a ``jax.grad`` of a ``jax.grad``: Hessian-vector
+products) works: the backward rules are differentiable JAX, and the tests check them against the
+reference implementations' second derivatives.
 
 References:
   M. Milakov and N. Gimelshein, "Online normalizer calculation for softmax" (2018);
