@@ -383,8 +383,9 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     tile = _column_tile(v, max(bv, (bt * bv) // d))
     dtype = compute_dtype(jnp.result_type(h, w))
     narrow = _converted_by_tiles(h, w, dtype)
+    # the maximum is a shift (its derivative cancels): a pmax without one, as JAX has no rule for it
     pmax, psum = ((lambda x: x), (lambda x: x)) if vocab_axis is None else (
-        functools.partial(lax.pmax, axis_name=vocab_axis), functools.partial(lax.psum, axis_name=vocab_axis))
+        lambda x: lax.pmax(lax.stop_gradient(x), vocab_axis), functools.partial(lax.psum, axis_name=vocab_axis))
 
     def chunk(t, carry, h, w):
         total, dh, dw = carry

@@ -34,7 +34,8 @@ arrays may be passed already sharded (``NamedSharding(mesh, P(batch_axis, vocab_
 ``vocab_axis``, and the tokens by that of ``batch_axis``.
 
 Each function computes the same values as its unsharded counterpart (``vfe.streaming`` /
-``vfe.linear_cross_entropy``); differentiable in reverse mode. The functions are not wrapped in
+``vfe.linear_cross_entropy``); differentiable in reverse mode, also twice (Hessian-vector products:
+the maxima, which only shift the sums, are taken without a derivative, ``pmax`` having no rule). The functions are not wrapped in
 :func:`jax.jit` themselves (call them inside the caller's ``jit``): with jax 0.10.2, the eager
 reverse-mode transpose of a ``jit`` with a static mesh argument failed when a second mesh was
 used in the same process.
@@ -234,7 +235,7 @@ def shard_linear_cross_entropy(h, w, labels, vocab_axis: str, blocks: tuple[int,
     per-device ``(m_k, s_k)`` streamed tile by tile, then ``m = pmax m_k``,
     ``s = psum s_k e^{m_k - m}`` (the partition rule S1)."""
     m_k, s_k = _lce._statistics(h, w, blocks)
-    m = lax.pmax(m_k, vocab_axis)
+    m = lax.pmax(lax.stop_gradient(m_k), vocab_axis)  # a shift: no derivative (JAX has no rule for pmax)
     log_s = jnp.log(lax.psum(s_k * jnp.exp(m_k - m), vocab_axis))
     n = w.shape[1]
     idx = labels - offset(vocab_axis, n).astype(labels.dtype)

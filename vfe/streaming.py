@@ -193,7 +193,13 @@ class Stream:
         return Stream(self._arrays, self.rows, self.vocab_axis, self.mesh_axes)
 
     def _across(self, x, collective):
-        return collective(x, self.vocab_axis) if self.vocab_axis else x
+        """``collective`` over ``vocab_axis`` (the identity for unsharded rows). A maximum or minimum
+        (``pmax``/``pmin``) only ever serves as a shift, whose derivative cancels: it is taken without one
+        (:func:`jax.lax.stop_gradient`), which lets a sharded stream be differentiated twice (JAX has no
+        derivative rule for ``pmax``/``pmin``)."""
+        if not self.vocab_axis:
+            return x
+        return collective(x if collective is lax.psum else lax.stop_gradient(x), self.vocab_axis)
 
     def cond(self, ok: jax.Array, if_true, if_false):
         """:func:`jax.lax.cond` on the scalar ``ok``, agreed by all devices of a sharded stream."""
