@@ -77,6 +77,25 @@ def fori_loop_carrying(count: int, body, carry, *invariants):
     return jax.lax.fori_loop(0, count, step, (carry, invariants))[0]
 
 
+def shift_across(collective, x: Array, axis_name: str) -> Array:
+    """``collective`` (:func:`jax.lax.pmax` or :func:`jax.lax.pmin`) of ``x`` over ``axis_name``,
+    without a derivative. For a row maximum that only shifts a sum of exponentials (whose derivative
+    cancels), so nothing is lost; and JAX has no derivative rule for ``pmax``/``pmin``, which a
+    second derivative (reverse over reverse) would otherwise need."""
+    return collective(jax.lax.stop_gradient(x), axis_name)
+
+
+def from_holder(value: Array, held: Array, axis_name: str | None = None) -> Array:
+    """``Σ_k [held on k] value``: the value on the device that holds a label (``psum`` over
+    ``axis_name``; unsharded, ``value`` where ``held``), NaN where none holds it — a label outside
+    ``[0, V)``, whose loss is NaN as the gather of the materialised logits gives — rather than a
+    plausible loss without its label term."""
+    total, holders = jnp.where(held, value, 0.0), held.astype(value.dtype)
+    if axis_name is not None:
+        total, holders = jax.lax.psum((total, holders), axis_name)
+    return jnp.where(holders > 0, total, jnp.nan)
+
+
 def finite_or_max(x: Array) -> Array:
     """``x`` with ``±inf`` replaced by ``±finfo.max`` and NaN by ``0``.
 

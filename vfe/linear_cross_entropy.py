@@ -74,7 +74,7 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
 from vfe import _checks
-from vfe._numerics import compute_dtype, fori_loop_carrying
+from vfe._numerics import compute_dtype, fori_loop_carrying, from_holder, shift_across
 
 __all__ = ["BLOCK_TOKENS", "BLOCK_VOCAB", "REDUCED_BLOCK_TOKENS", "REDUCTIONS", "linear_cross_entropy"]
 
@@ -383,9 +383,9 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
     tile = _column_tile(v, max(bv, (bt * bv) // d))
     dtype = compute_dtype(jnp.result_type(h, w))
     narrow = _converted_by_tiles(h, w, dtype)
-    # the maximum is a shift (its derivative cancels): a pmax without one, as JAX has no rule for it
     pmax, psum = ((lambda x: x), (lambda x: x)) if vocab_axis is None else (
-        lambda x: lax.pmax(lax.stop_gradient(x), vocab_axis), functools.partial(lax.psum, axis_name=vocab_axis))
+        functools.partial(shift_across, lax.pmax, axis_name=vocab_axis),
+        functools.partial(lax.psum, axis_name=vocab_axis))
 
     def chunk(t, carry, h, w):
         total, dh, dw = carry
@@ -404,10 +404,7 @@ def _total_and_gradients(h, w, y, counted, blocks, vocab_axis: str | None = None
         # gathered, its -1 scattered (dropped where another device holds the label), and the other
         # rows (covered before, or not counted) zeroed by a product.
         picked = jnp.take_along_axis(z, jnp.where(held, y_t, 0)[:, None], axis=-1)[:, 0]
-        picked, holders = psum((jnp.where(held, picked, 0.0), held.astype(dtype)))
-        # a label outside [0, V) (no device holds it): NaN, as the per-token loss and the undifferentiated
-        # reduced loss give, rather than a plausible loss without its label term
-        loss = lse[:, 0] - jnp.where(holders > 0, picked, jnp.nan)
+        loss = lse[:, 0] - from_holder(picked, held, vocab_axis)
         z, lse = lax.optimization_barrier((z, lse))  # (its results vary over vocab_axis: not for the loss)
         keep = new.astype(dtype)[:, None]
         grad = (jnp.exp(z - lse) * keep).at[lax.iota(jnp.int32, rows), jnp.where(held, y_t, v)].add(

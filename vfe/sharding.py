@@ -34,8 +34,9 @@ arrays may be passed already sharded (``NamedSharding(mesh, P(batch_axis, vocab_
 ``vocab_axis``, and the tokens by that of ``batch_axis``.
 
 Each function computes the same values as its unsharded counterpart (``vfe.streaming`` /
-``vfe.linear_cross_entropy``); differentiable in reverse mode, also twice (Hessian-vector products:
-the maxima, which only shift the sums, are taken without a derivative, ``pmax`` having no rule). The functions are not wrapped in
+``vfe.linear_cross_entropy``); differentiable in reverse mode, also twice (Hessian-vector
+products: the maxima, which only shift the sums, are taken without a derivative,
+:func:`vfe._numerics.shift_across`). The functions are not wrapped in
 :func:`jax.jit` themselves (call them inside the caller's ``jit``): with jax 0.10.2, the eager
 reverse-mode transpose of a ``jit`` with a static mesh argument failed when a second mesh was
 used in the same process.
@@ -60,7 +61,7 @@ from jaxtyping import Array, Bool, Float, Int
 from vfe import _checks
 from vfe import linear_cross_entropy as _lce
 from vfe import streaming as _st
-from vfe._numerics import compute_dtype
+from vfe._numerics import compute_dtype, from_holder, shift_across
 
 __all__ = [
     "shard_cross_entropy_with_integer_labels",
@@ -191,14 +192,6 @@ def shard_entropy(z, vocab_axis: str, implementation: str | None = None, mesh_ax
     return c, log_s, log_s - t_over_s
 
 
-def _from_holder(value, held, vocab_axis: str):
-    """``psum_k [y ∈ k] value``: the value on the device that holds the label, NaN where none does (a
-    label outside ``[0, V)``: its unsharded loss is NaN too, JAX's gather filling reads out of
-    bounds), rather than a plausible loss without its label term."""
-    total, holders = lax.psum((jnp.where(held, value, 0.0), held.astype(value.dtype)), vocab_axis)
-    return jnp.where(holders > 0, total, jnp.nan)
-
-
 def shard_label_logit(z, labels, m, vocab_axis: str):
     """``psum_k [y ∈ k](z_y - m)``, shape ``[..., 1]``: the label's centred logit, from the device that
     holds its class (NaN for a label outside ``[0, V)``)."""
@@ -206,7 +199,7 @@ def shard_label_logit(z, labels, m, vocab_axis: str):
     idx = labels - offset(vocab_axis, n).astype(labels.dtype)
     held = (idx >= 0) & (idx < n)
     picked = _st._up(jnp.take_along_axis(z, jnp.clip(idx, 0, n - 1)[..., None], axis=-1))
-    return _from_holder(picked - m, held[..., None], vocab_axis)
+    return from_holder(picked - m, held[..., None], vocab_axis)
 
 
 def shard_cross_entropy_with_integer_labels(z, labels, vocab_axis: str, implementation: str | None = None,
@@ -235,13 +228,13 @@ def shard_linear_cross_entropy(h, w, labels, vocab_axis: str, blocks: tuple[int,
     per-device ``(m_k, s_k)`` streamed tile by tile, then ``m = pmax m_k``,
     ``s = psum s_k e^{m_k - m}`` (the partition rule S1)."""
     m_k, s_k = _lce._statistics(h, w, blocks)
-    m = lax.pmax(lax.stop_gradient(m_k), vocab_axis)  # a shift: no derivative (JAX has no rule for pmax)
+    m = shift_across(lax.pmax, m_k, vocab_axis)
     log_s = jnp.log(lax.psum(s_k * jnp.exp(m_k - m), vocab_axis))
     n = w.shape[1]
     idx = labels - offset(vocab_axis, n).astype(labels.dtype)
     held = (idx >= 0) & (idx < n)
     picked = _lce._label_logits(h, w, jnp.clip(idx, 0, n - 1))
-    return log_s - _from_holder(picked - m, held, vocab_axis), m, log_s
+    return log_s - from_holder(picked - m, held, vocab_axis), m, log_s
 
 
 def shard_linear_backward(h, w, labels, m, log_s, g, vocab_axis: str, blocks: tuple[int, int]):

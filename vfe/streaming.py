@@ -81,7 +81,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from vfe import _checks
-from vfe._numerics import compute_dtype, exact_gap, fori_loop_carrying, two_difference
+from vfe._numerics import compute_dtype, exact_gap, fori_loop_carrying, shift_across, two_difference
 
 __all__ = [
     "BLOCK",
@@ -194,12 +194,13 @@ class Stream:
 
     def _across(self, x, collective):
         """``collective`` over ``vocab_axis`` (the identity for unsharded rows). A maximum or minimum
-        (``pmax``/``pmin``) only ever serves as a shift, whose derivative cancels: it is taken without one
-        (:func:`jax.lax.stop_gradient`), which lets a sharded stream be differentiated twice (JAX has no
-        derivative rule for ``pmax``/``pmin``)."""
+        (``pmax``/``pmin``) only ever serves as a shift: taken without a derivative
+        (:func:`vfe._numerics.shift_across`), so that a sharded stream can be differentiated twice."""
         if not self.vocab_axis:
             return x
-        return collective(x if collective is lax.psum else lax.stop_gradient(x), self.vocab_axis)
+        if collective is lax.psum:
+            return collective(x, self.vocab_axis)
+        return shift_across(collective, x, self.vocab_axis)
 
     def cond(self, ok: jax.Array, if_true, if_false):
         """:func:`jax.lax.cond` on the scalar ``ok``, agreed by all devices of a sharded stream."""
@@ -223,7 +224,7 @@ class Stream:
         return self._arrays[index].shape[-1]
 
     def _split(self) -> bool:
-        return self.rows.barriers and self.rows.block < self._arrays[0].shape[-1]
+        return self.rows.barriers and self.rows.block < self.classes()
 
     def _chunked(self) -> bool:
         """float16 under ``"blocked"`` rows: XLA:CPU's fused reductions take no float16, so a pass would
