@@ -569,6 +569,37 @@ def test_block_lengths():
     assert ST.block_length(32771) == 32771
 
 
+def test_column_lengths():
+    """The columns of Stream.sum(columns=True): the divisor in [512, 2048] nearest 1024 by ratio,
+    none for rows shorter than 4096 or without such a divisor."""
+    assert ST.column_length(32000) == 1000 and ST.column_length(128256) == 1002
+    assert ST.column_length(4096) == 1024 and ST.column_length(4095) is None
+    assert ST.column_length(50257) == 1733 and ST.column_length(151936) == 1187
+    assert ST.column_length(32771) is None and ST.column_length(2048) is None
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_column_sums_equal_the_row_sums(dtype):
+    """Σ e^x over the [n / b, b] column view (b = 1000) equals the float64 sum of the same inputs
+    within ``(n / b + b) ε`` relative, the worst case of summing positive terms in that order
+    (masked entries, a batch of rank 2, bfloat16 arrays upcast), as the row sum does; each entry
+    counted once (one column dropped or doubled is a relative error of about 1/b = 1e-3, and the
+    last entry dominates one row)."""
+    rng = np.random.default_rng(11)
+    n = 32000
+    z = (3 * rng.standard_normal((2, 3, n))).astype(dtype)
+    z[0, 1, ::7] = -np.inf
+    z[1, 2, -1] = 20.0
+    rows = ST.rows_for(n, "blocked")
+    for x, columns_only in ((z, False), (jnp.asarray(z, jnp.bfloat16), True)):
+        truth = np.sum(np.exp(np.asarray(x, np.float64)), -1, keepdims=True)
+        for columns in (True,) if columns_only else (True, False):
+            got = jax.jit(lambda z: ST.Stream((z,), rows).sum(jnp.exp, columns=columns))(jnp.asarray(x))
+            assert got.dtype == np.promote_types(x.dtype, np.float32)
+            tol = (n // 1000 + 1000) * float(jnp.finfo(got.dtype).eps) * truth
+            O.assert_close(np.asarray(got, np.float64), truth, tol, f"{x.dtype}, columns={columns}")
+
+
 # exp_sum's cases by dtype: a row's guess far below its maximum (the rescaled sum overflows), logits
 # below the window (all near `low`: their exponentials are flushed to zero on XLA:CPU), a logit past
 # the overflow of Σ e^x with the guess inside the window, and logits above the window
@@ -580,19 +611,23 @@ EXP_SUM_CASES = {np.float32: dict(far=60.0, low=-100.0, over=100.0, high=200.0),
 def test_exp_sum_unshifted_where_it_is_exact_and_shifted_elsewhere(dtype):
     """exp_sum's shift ``c`` (the guess, 0 where the rescaled sum overflows, the row maximum after an
     overflow) and ``c + log s`` against the float64 log-sum-exp of the same inputs, for each case of
-    its docstring, four blocks of 4 classes; the guess is column 0, an entry of the row."""
+    its docstring, four blocks of 4 classes; the guess is column 0, an entry of the row. Each case
+    again with the rows padded by masked classes to 4096 (the column view of the unshifted sum)."""
     rng = np.random.default_rng(7)
     k = EXP_SUM_CASES[dtype]
     run = jax.jit(lambda z: ST.exp_sum(ST.Stream((z,), Rows("blocked", 4)), z[:, :1]))
+    run_long = jax.jit(lambda z: ST.exp_sum(ST.Stream((z,), ST.rows_for(4096, "blocked")), z[:, :1]))
 
     def check(z, expected_c):
         z = np.asarray(z, dtype)
-        c, s = (np.asarray(x, np.float64)[:, 0] for x in run(jnp.asarray(z)))
         z64 = z.astype(np.float64)
         m = z64.max(-1)
         truth = m + np.log(np.sum(np.exp(z64 - m[:, None]), -1))
-        np.testing.assert_array_equal(c, expected_c)
-        O.assert_close(c + np.log(s), truth, 4 * O.rtol(dtype, 16) * (1 + np.abs(truth)), "c + log s")
+        padded = np.pad(z, ((0, 0), (0, 4096 - z.shape[1])), constant_values=-np.inf)
+        for f, x in ((run, z), (run_long, padded)):
+            c, s = (np.asarray(v, np.float64)[:, 0] for v in f(jnp.asarray(x)))
+            np.testing.assert_array_equal(c, expected_c)
+            O.assert_close(c + np.log(s), truth, 4 * O.rtol(dtype, 16) * (1 + np.abs(truth)), "c + log s")
 
     z = 3 * rng.standard_normal((3, 16))
     z[1, 0], z[1, 5] = -k["far"], k["far"]  # in the window, but σ / e^{guess} overflows: c = 0

@@ -42,7 +42,8 @@ when it does (``max z - c > 88`` in float32) the batch is recomputed with the ro
 for the maximum: the integer-label cross-entropy reads them once in the forward pass. Under
 ``"blocked"`` rows a plain ``Σ e^z`` (the log-normalisers of :func:`logsumexp`, the cross-entropies
 and the KL) is taken unshifted and rescaled by ``e^c`` per row where the logits allow it
-(:func:`exp_sum`): XLA:CPU's passes are bound by their operations per class, not by the reading.
+(:func:`exp_sum`) and summed by columns: XLA:CPU's passes are bound by their operations per class,
+not by the reading.
 * ``"onepass"``: one variadic :func:`jax.lax.reduce` computing ``(m, s)`` (and ``t``) jointly with
   the online rule, reading the logits exactly once. Offered for :func:`logsumexp`,
   :func:`cross_entropy_with_integer_labels` and :func:`entropy_from_logits`; slow on XLA:CPU,
@@ -146,6 +147,19 @@ def block_length(n: int, cap: int = BLOCK) -> int:
         if n % b == 0:
             return b
     return n
+
+
+_COLUMNS = (512, 1024, 2048)  # (shortest, preferred, longest) column count of Stream.sum(columns=True)
+
+
+def column_length(n: int) -> int | None:
+    """The divisor of ``n`` in ``[512, 2048]`` nearest to 1024 (by ratio) when ``n ≥ 8·512``, else
+    ``None``: the columns of :meth:`Stream.sum`'s ``columns=True`` view."""
+    low, best, high = _COLUMNS
+    if n < 8 * low:
+        return None
+    divisors = [b for b in range(low, high + 1) if n % b == 0]
+    return min(divisors, key=lambda b: abs(math.log(b / best)), default=None)
 
 
 def rows_for(n: int, implementation: str | None) -> Rows:
@@ -277,10 +291,26 @@ class Stream:
         m = self._local(lambda arrays, _: self._reduce_max(arrays[index], jnp.min))
         return jnp.minimum(self._across(m, lax.pmin), jnp.finfo(m.dtype).max)
 
-    def sum(self, f, *scalars: jax.Array) -> jax.Array:
+    def sum(self, f, *scalars: jax.Array, columns: bool = False) -> jax.Array:
         """``Σ_i f(*arrays, *scalars)_i``, shape ``[..., 1]``; ``f`` is elementwise and the
-        ``scalars`` (row statistics) have shape ``[..., 1]``."""
+        ``scalars`` (row statistics) have shape ``[..., 1]``.
+
+        ``columns=True`` (``"blocked"`` rows; ignored where :func:`column_length` finds no ``b``):
+        each row is viewed as ``[n / b, b]`` and its ``b`` columns are summed first, then the ``b``
+        column sums — vectorised adds with no dependence between lanes, 0.83–0.87 of the time of
+        the row sum for ``f = e^x`` at [2048, 32000] and [4096, 32000] float32 on XLA:CPU, 0.91–0.98
+        at [1024, 128256], but slower for summands with a row scalar or a second array (up to
+        several times for ``e^{x-m}(x-m)``): hence an option, used for the unshifted ``Σ e^x`` of
+        :func:`exp_sum`. Each column adds ``n / b`` terms in sequence, fewer than a row reduction's
+        lanes do.
+        """
+        b = column_length(self.classes()) if columns and self.rows.barriers else None
+
         def local(arrays, scalars):
+            if b is not None:
+                view = lax.optimization_barrier(tuple(a.reshape(*a.shape[:-1], -1, b) for a in arrays))
+                parts = jnp.sum(f(*view, *(x[..., None] for x in scalars)), axis=-2)
+                return jnp.sum(lax.optimization_barrier(parts), axis=-1, keepdims=True)
             if not self._split():
                 return jnp.sum(f(*arrays, *scalars), axis=-1, keepdims=True)
             # the blocked view behind a barrier too: else XLA moves a reshape after an elementwise f
@@ -346,7 +376,8 @@ def exp_sum(stream: Stream, guess: jax.Array, *, index: int = 0) -> tuple[jax.Ar
 
     Under ``"blocked"`` rows (XLA:CPU, where a pass costs its operations per class) the sum is taken
     without the shift, ``σ = Σ_i e^{x_i}`` (one operation per class fewer: 0.78 of the time of
-    ``Σ_i e^{x_i - c}`` at [2048, 32000] float32), and rescaled per row, ``s = σ / e^{c}``: each term
+    ``Σ_i e^{x_i - c}`` at [2048, 32000] float32; summed by columns, :meth:`Stream.sum`, 0.85 of
+    that again), and rescaled per row, ``s = σ / e^{c}``: each term
     carries the rounding of one ``exp`` (a shifted one also that of ``x_i - c``, but the guess's own
     term is 1 exactly), the rescaling two roundings per row, so ``log s`` errs by at most about
     ``1.5ε`` more than the shifted sum's (measured: the cross-entropies' and ``lse``'s errors
@@ -369,7 +400,7 @@ def exp_sum(stream: Stream, guess: jax.Array, *, index: int = 0) -> tuple[jax.Ar
     low, high = math.log(n * float(info.tiny) / float(info.eps)), math.log(float(info.max) / n)
 
     def unshifted(_):
-        sigma = stream.again().sum(lambda *arrays: jnp.exp(arrays[index]))
+        sigma = stream.again().sum(lambda *arrays: jnp.exp(arrays[index]), columns=True)
         s = sigma / jnp.exp(guess)
         rescaled = jnp.isfinite(s)
         return jnp.where(rescaled, guess, 0.0), jnp.where(rescaled, s, sigma)
