@@ -17,8 +17,8 @@ row per shape:
   also write it), over the copy bandwidth measured at the start of the run, divided by vfe's
   time: the fraction of memory bandwidth achieved.
 
-Shapes: on CPU ``[2048, 32000]`` and ``[1024, 128256]`` float32 plus a bfloat16 row (a few
-minutes on 2 cores; ``--quick``: ``[256, 32000]`` and ``[128, 128256]``, one repeat, about
+Shapes: on CPU ``[2048, 32000]`` and ``[1024, 128256]`` float32, plus bfloat16 cross-entropy rows
+at both (a few minutes on 2 cores; ``--quick``: ``[256, 32000]`` and ``[128, 128256]``, one repeat, about
 half a minute); ``--current`` adds vfe.information's entropy and KL as a second peer; on GPU
 ``[8192, 128256]`` float32 and bfloat16, and every ``implementation`` of vfe.streaming. The linear
 head uses ``d = 256`` on CPU (float32 and bfloat16) and ``d = 4096`` on GPU. A second table gives,
@@ -306,7 +306,8 @@ def main() -> None:
         linear = [(8192, 4096, 128256, bf16)]
         implementations = ["fused", "blocked", "onepass"]
     else:
-        shapes = [(2048, 32000, f32, None), (1024, 128256, f32, None), (2048, 32000, bf16, ce)]
+        shapes = [(2048, 32000, f32, None), (1024, 128256, f32, None), (2048, 32000, bf16, ce),
+                  (1024, 128256, bf16, ce)]
         linear = [(1024, 256, 32000, f32), (1024, 256, 32000, bf16)]
         implementations = [None]
     if args.implementations:
