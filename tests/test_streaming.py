@@ -663,6 +663,18 @@ def test_confident_labels_keep_their_small_loss_accurate_and_non_negative():
         O.assert_close(got, truth, 2 * eps * (1 + truth), impl)
 
 
+@pytest.mark.parametrize("n", [5, 32000, 40000])
+def test_no_rows(n):
+    """A batch of zero rows gives empty values and gradients, whatever the row view (32000: columns;
+    40000: blocks and columns)."""
+    z = jnp.zeros((0, n))
+    args = {"logsumexp": (z,), "nll": (z, jnp.zeros(0, jnp.int32)), "entropy": (z,), "soft_ce": (z, z),
+            "kl": (z, z), "kl_direct": (z, z), "log_partition": (z, jnp.ones(0)), "helmholtz": (z, jnp.ones(0))}
+    for name, f in PUBLIC.items():
+        assert f(*args[name]).shape == (0,), name
+        assert jax.grad(lambda z, *rest: f(z, *rest).sum())(*args[name]).shape == (0, n), name
+
+
 def test_large_vocabularies_through_the_public_api():
     """Rows longer than BLOCK are reduced in blocks (40000 = 2 × 20000); every function still
     equals the float64 reference on the same float32 inputs, to the rounding of its own float32

@@ -289,7 +289,7 @@ class Stream:
         partial results are kept behind a barrier (else XLA folds the two levels back into one)."""
         b = column_length(self.classes()) if columns and self.rows.barriers else None
         if b is not None:  # [..., n / b, b], reduced over the blocks first
-            view, axis = (lambda a: a.reshape(*a.shape[:-1], -1, b)), -2
+            view, axis = (lambda a: a.reshape(*a.shape[:-1], a.shape[-1] // b, b)), -2
         elif self._split():  # [..., n / block, block], reduced within the blocks first
             view, axis = (lambda a: _blocked(a, self.rows)), -1
         else:
