@@ -168,12 +168,9 @@ def rows_for(n: int, implementation: str | None) -> Rows:
     return Rows(impl, block_length(n) if impl == "blocked" else n)
 
 
-def _blocked(x: jax.Array, rows: Rows) -> jax.Array:
-    """``[..., n]`` → ``[..., n / b, b]``; row scalars ``[..., 1]`` → ``[..., 1, 1]``."""
-    n = x.shape[-1]
-    if n == 1 and rows.block != 1:
-        return x[..., None]
-    return x.reshape(*x.shape[:-1], n // rows.block, rows.block)
+def _in_blocks(x: jax.Array, b: int) -> jax.Array:
+    """``[..., n]`` → ``[..., n / b, b]`` (``b`` divides ``n``)."""
+    return x.reshape(*x.shape[:-1], x.shape[-1] // b, b)
 
 
 class Stream:
@@ -289,9 +286,9 @@ class Stream:
         partial results are kept behind a barrier (else XLA folds the two levels back into one)."""
         b = column_length(self.classes()) if columns and self.rows.barriers else None
         if b is not None:  # [..., n / b, b], reduced over the blocks first
-            view, axis = (lambda a: a.reshape(*a.shape[:-1], a.shape[-1] // b, b)), -2
+            view, axis = functools.partial(_in_blocks, b=b), -2
         elif self._split():  # [..., n / block, block], reduced within the blocks first
-            view, axis = (lambda a: _blocked(a, self.rows)), -1
+            view, axis = functools.partial(_in_blocks, b=self.rows.block), -1
         else:
             view, axis = None, -1
 
