@@ -250,9 +250,10 @@ class Stream:
         chunks of about ``_CHUNK`` elements instead (:meth:`_by_rows`)."""
         return self.rows.barriers and any(a.dtype == jnp.float16 for a in self._arrays)
 
-    def _by_rows(self, reduce, scalars):
-        """``reduce(arrays, scalars)`` (upcast arrays and row scalars of a chunk of rows → ``[rows, 1]``)
-        chunk by chunk; a last chunk that would run past the rows starts early. The arrays are carried
+    def _by_rows(self, reduce, scalars, view=None):
+        """``reduce(arrays, scalars)`` (upcast arrays, seen through ``view`` as in :meth:`_inputs`, and
+        row scalars of a chunk of rows → ``[rows, 1]``) chunk by chunk; a last chunk that would run
+        past the rows starts early. The arrays are carried
         through the loop (:func:`vfe._numerics.fori_loop_carrying`) as a guard against the whole-array
         conversion XLA:CPU hoists out of the linear head's loops; here (jax 0.10.2) the chunking alone
         already kept the float16 conversion per chunk."""
@@ -264,8 +265,10 @@ class Stream:
 
         def step(i, out, *arrays):
             start = jnp.minimum(i * size, rows - size)
-            part = reduce(tuple(_up(lax.dynamic_slice_in_dim(a, start, size)) for a in arrays),
-                          tuple(lax.dynamic_slice_in_dim(x, start, size) for x in scalars))
+            chunk = tuple(lax.dynamic_slice_in_dim(a, start, size) for a in arrays)
+            if view is not None:
+                chunk = lax.optimization_barrier(tuple(map(view, chunk)))
+            part = reduce(tuple(_up(a) for a in chunk), tuple(lax.dynamic_slice_in_dim(x, start, size) for x in scalars))
             return lax.dynamic_update_slice_in_dim(out, part, start, 0)
 
         init = jnp.zeros_like(_up(arrays[0][:, :1]))  # every row is overwritten
@@ -275,9 +278,7 @@ class Stream:
         """``reduce(arrays, scalars)`` over this device's rows (``[..., 1]``), the arrays upcast and
         seen through ``view`` (:meth:`_inputs`)."""
         if self._chunked():
-            if view is not None:
-                return self._by_rows(lambda a, x: reduce(lax.optimization_barrier(tuple(map(view, a))), x), scalars)
-            return self._by_rows(reduce, scalars)
+            return self._by_rows(reduce, scalars, view)
         return reduce(*self._inputs(scalars, view))
 
     def _reduce(self, reduce, f, scalars=(), columns: bool = False):
