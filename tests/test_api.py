@@ -53,6 +53,34 @@ def test_bad_input_raises_naming_the_argument(call, exc, name):
     assert f"`{name}`" in str(err.value), str(err.value)
 
 
+E = jnp.zeros((2, 0))  # rows with no classes
+NO_CLASSES = {
+    "entropy": (E,), "entropy_from_logits": (E,), "cross_entropy": (E, E), "cross_entropy_from_logits": (E, E),
+    "kl_divergence": (E, E), "kl_divergence_from_logits": (E, E),
+    "cross_entropy_with_integer_labels": (E, jnp.zeros(2, jnp.int32)), "expected_code_length": (E, E),
+    "boltzmann": (E, 1.0), "log_partition": (E, 1.0), "helmholtz_free_energy": (E, 1.0), "mean_energy": (E, 1.0),
+    "thermodynamic_entropy": (E, 1.0), "heat_capacity": (E, 1.0), "energy_variance": (E, 1.0),
+    "gibbs_free_energy": (E, E, 1.0), "tempered_softmax": (E, 0.5), "tempered_log_softmax": (E, 0.5),
+    "free_energy": (E, E), "elbo": (E, E), "log_evidence": (E,), "posterior": (E,), "log_posterior": (E,),
+    "map_estimate": (E,), "mle_estimate": (E,), "point_mass_free_energy": (E, jnp.zeros(2, jnp.int32)),
+    "sample_categorical": (jax.random.key(0), E), "sample_tempered": (jax.random.key(0), E, 0.5),
+    "gaussian_mixture_log_density": (jnp.zeros(2), E, E, jnp.ones((2, 0))), "moment_match": (E, E, jnp.ones((2, 0))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NO_CLASSES))
+def test_a_distribution_over_no_classes_is_refused_naming_the_argument(name):
+    """Rows with no classes along the distribution's axis raise a ValueError naming the function and
+    its first distribution argument (before: a bare JAX "zero-size array to reduction" error, a math
+    domain error, or silently 0 / -0 / an empty result, depending on the function)."""
+    with pytest.raises(ValueError, match=rf"^{name}: argument `\w+` has no classes along axis 1"):
+        getattr(vfe, name)(*NO_CLASSES[name])
+    from vfe import streaming
+    if hasattr(streaming, name):
+        with pytest.raises(ValueError, match="has no classes"):
+            getattr(streaming, name)(*NO_CLASSES[name])
+
+
 def test_checks_run_before_computation_on_huge_inputs():
     """Shape errors come from static information: under eval_shape no array is ever allocated."""
     with pytest.raises(ValueError, match="`q`"):

@@ -81,6 +81,15 @@ def axis(func: str, value, ndim: int) -> int:
     return int(value) % ndim
 
 
+def classes(func: str, name: str, x: jax.Array, ax: int) -> int:
+    """``ax``, after a ``ValueError`` if ``x`` has no entries along it: a distribution (over classes,
+    states, hypotheses) needs at least one."""
+    if x.shape[ax] == 0:
+        raise ValueError(f"{func}: argument `{name}` has no classes along axis {ax} (shape {x.shape}); "
+                         f"a distribution needs at least one")
+    return ax
+
+
 def same_shape(func: str, names: tuple[str, str], a: jax.Array, b: jax.Array) -> None:
     """``ValueError`` naming both arguments if their shapes differ."""
     if a.shape != b.shape:

@@ -382,9 +382,7 @@ def sample_tempered(key: PRNGKeyArray, logits: Float[Array, "*batch V"], tempera
     func = "sample_tempered"
     key = _key(func, key)
     logits = _checks.floating(func, "logits", logits)
-    axis = _checks.axis(func, axis, logits.ndim)
-    if logits.shape[axis] == 0:
-        raise ValueError(f"{func}: argument `logits` has an empty vocabulary axis")
+    axis = _checks.classes(func, "logits", logits, _checks.axis(func, axis, logits.ndim))
     t = _checks.positive_scale(func, "temperature", temperature, _checks.batch_shape(logits.shape, axis))
     return _sample_tempered(key, logits, t, axis=axis)
 
@@ -424,9 +422,7 @@ def sample_categorical(key: PRNGKeyArray, probs: Float[Array, "*batch V"], *, ax
     func = "sample_categorical"
     key = _key(func, key)
     probs = _checks.floating(func, "probs", probs)
-    axis = _checks.axis(func, axis, probs.ndim)
-    if probs.shape[axis] == 0:
-        raise ValueError(f"{func}: argument `probs` has an empty category axis")
+    axis = _checks.classes(func, "probs", probs, _checks.axis(func, axis, probs.ndim))
     return _sample_categorical(key, probs, axis=axis)
 
 

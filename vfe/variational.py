@@ -53,7 +53,7 @@ def _pair(func, log_q, log_joint, axis):
     log_q = _checks.floating(func, "log_q", log_q)
     log_joint = _checks.floating(func, "log_joint", log_joint)
     _checks.same_shape(func, ("log_q", "log_joint"), log_q, log_joint)
-    return log_q, log_joint, _checks.axis(func, axis, log_q.ndim)
+    return log_q, log_joint, _checks.classes(func, "log_q", log_q, _checks.axis(func, axis, log_q.ndim))
 
 
 def free_energy(log_q: Float[Array, "*batch n"], log_joint: Float[Array, "*batch n"], *, axis: int = -1
@@ -85,7 +85,8 @@ def _free_energy(log_q, log_joint, axis):
 def elbo(log_q: Float[Array, "*batch n"], log_joint: Float[Array, "*batch n"], *, axis: int = -1
          ) -> Float[Array, "*batch"]:
     r"""Evidence lower bound :math:`\mathrm{ELBO}(q) = -F(q) \le \log p(x)` (claim B3)."""
-    return -free_energy(log_q, log_joint, axis=axis)
+    log_q, log_joint, axis = _pair("elbo", log_q, log_joint, axis)
+    return -_free_energy(log_q, log_joint, axis=axis)
 
 
 def log_evidence(log_joint: Float[Array, "*batch n"], *, axis: int = -1) -> Float[Array, "*batch"]:
@@ -95,6 +96,7 @@ def log_evidence(log_joint: Float[Array, "*batch n"], *, axis: int = -1) -> Floa
     ``β = 1`` (claim B6), and equals :math:`-\min_q F(q)` (B4).
     """
     log_joint = _checks.floating("log_evidence", "log_joint", log_joint)
+    _checks.classes("log_evidence", "log_joint", log_joint, _checks.axis("log_evidence", axis, log_joint.ndim))
     return log_partition(-log_joint, 1.0, axis=axis)
 
 
@@ -105,12 +107,14 @@ def posterior(log_joint: Float[Array, "*batch n"], *, axis: int = -1) -> Float[A
     (``-inf``) get probability 0.
     """
     log_joint = _checks.floating("posterior", "log_joint", log_joint)
+    _checks.classes("posterior", "log_joint", log_joint, _checks.axis("posterior", axis, log_joint.ndim))
     return boltzmann(-log_joint, 1.0, axis=axis)
 
 
 def log_posterior(log_joint: Float[Array, "*batch n"], *, axis: int = -1) -> Float[Array, "*batch n"]:
     r""":math:`\log p(\theta|x) = \log p(x,\theta) - \log p(x)`, ``-inf`` for impossible θ."""
     log_joint = _checks.floating("log_posterior", "log_joint", log_joint)
+    _checks.classes("log_posterior", "log_joint", log_joint, _checks.axis("log_posterior", axis, log_joint.ndim))
     return tempered_log_softmax(log_joint, 1.0, axis=axis)
 
 
@@ -128,7 +132,7 @@ def point_mass_free_energy(log_joint: Float[Array, "*batch n"], theta_hat: Int[A
     """
     func = "point_mass_free_energy"
     log_joint = _checks.floating(func, "log_joint", log_joint)
-    axis = _checks.axis(func, axis, log_joint.ndim)
+    axis = _checks.classes(func, "log_joint", log_joint, _checks.axis(func, axis, log_joint.ndim))
     theta_hat = _checks.integer(func, "theta_hat", theta_hat)
     expected = _checks.batch_shape(log_joint.shape, axis)
     if theta_hat.shape != expected:
@@ -148,7 +152,8 @@ def map_estimate(log_joint: Float[Array, "*batch n"], *, axis: int = -1) -> Int[
     Ties resolve to the smallest index.
     """
     log_joint = _checks.floating("map_estimate", "log_joint", log_joint)
-    return jnp.argmax(log_joint, axis=_checks.axis("map_estimate", axis, log_joint.ndim))
+    return jnp.argmax(log_joint, axis=_checks.classes("map_estimate", "log_joint", log_joint,
+                                                      _checks.axis("map_estimate", axis, log_joint.ndim)))
 
 
 def mle_estimate(log_likelihood: Float[Array, "*batch n"], *, axis: int = -1) -> Int[Array, "*batch"]:
@@ -158,7 +163,8 @@ def mle_estimate(log_likelihood: Float[Array, "*batch n"], *, axis: int = -1) ->
     general (claim B5). Ties resolve to the smallest index.
     """
     log_likelihood = _checks.floating("mle_estimate", "log_likelihood", log_likelihood)
-    return jnp.argmax(log_likelihood, axis=_checks.axis("mle_estimate", axis, log_likelihood.ndim))
+    return jnp.argmax(log_likelihood, axis=_checks.classes("mle_estimate", "log_likelihood", log_likelihood,
+                                                           _checks.axis("mle_estimate", axis, log_likelihood.ndim)))
 
 
 # ----------------------------------------------------------------------------- continuous θ
