@@ -363,6 +363,8 @@ def test_arguments_are_checked():
         linear_cross_entropy(h, w, y, where=jnp.ones(4))
     with pytest.raises(ValueError, match="where"):
         linear_cross_entropy(h, w, y, where=jnp.ones(3, bool))
+    with pytest.raises(ValueError, match="`weight` has no classes"):  # was an IndexError
+        linear_cross_entropy(h, jnp.zeros((3, 0)), y)
 
 
 # --- the check can fail ----------------------------------------------------------------------

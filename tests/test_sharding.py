@@ -499,6 +499,13 @@ def test_arguments_are_checked():
     with pytest.raises(ValueError, match="where"):
         SH.sharded_linear_cross_entropy(z, jnp.zeros((6, 4)), jnp.zeros(2, jnp.int32), mesh=mesh, vocab_axis="model",
                                         where=jnp.ones(3, bool))
+    empty = jnp.zeros((2, 0))  # no classes: refused by name (was JAX's zero-size reduction error)
+    for f, args, name in ((SH.sharded_logsumexp, (empty,), "logits"), (SH.sharded_entropy_from_logits, (empty,), "logits"),
+                          (SH.sharded_kl_divergence_from_logits, (empty, empty), "p_logits"),
+                          (SH.sharded_cross_entropy_with_integer_labels, (empty, jnp.zeros(2, jnp.int32)), "logits"),
+                          (SH.sharded_linear_cross_entropy, (z, jnp.zeros((6, 0)), jnp.zeros(2, jnp.int32)), "weight")):
+        with pytest.raises(ValueError, match=f"`{name}` has no classes"):
+            f(*args, mesh=mesh, vocab_axis="model")
 
 
 def test_a_one_device_mesh_computes_the_unsharded_values():
