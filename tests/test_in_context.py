@@ -387,6 +387,8 @@ LP, LE = jnp.zeros(K), jnp.zeros((K, M))
     (lambda: ic.expected_log_posterior_odds(LP, LE, jnp.asarray(0.0), 1.0), TypeError, "intent"),
     (lambda: ic.sequence_log_emissions(LE, 40), ValueError, "MAX_SEQUENCES"),
     (lambda: ic.bayes_error(jnp.zeros((K,), jnp.int32), LE), TypeError, "log_prior"),
+    (lambda: ic.intent_posterior(jnp.zeros(0), jnp.zeros((0, M)), jnp.zeros(M)), ValueError, "`log_prior` has no classes"),
+    (lambda: ic.intent_posterior(LP, jnp.zeros((K, 0)), jnp.zeros(0)), ValueError, "`log_emissions` has no classes"),
 ])
 def test_bad_input_raises_naming_the_argument(call, exc, name):
     with pytest.raises(exc) as err:

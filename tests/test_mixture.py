@@ -455,6 +455,7 @@ Q = jnp.full((B, N, K), 1 / K)
     (lambda: M.em(X, P, 2.0), ValueError, "num_steps"),
     (lambda: M.em(X, P, 3, min_std=float("nan")), ValueError, "min_std"),
     (lambda: M.em(X, P._replace(weights=jnp.ones((B, 2))), 3), ValueError, "init_params.means"),
+    (lambda: M.responsibilities(X, MixtureParams(*(jnp.ones((B, 0)),) * 3)), ValueError, "params.weights"),
 ])
 def test_bad_input_raises_naming_the_argument(call, exc, name):
     with pytest.raises(exc) as err:
