@@ -44,6 +44,8 @@ HUGE = jax.ShapeDtypeStruct((10**6, 10**5), jnp.float32)  # never materialised
     (lambda: vfe.tempered_softmax(Z, jnp.ones((3,))), ValueError, "temperature"),
     (lambda: vfe.cross_entropy_with_integer_labels(Z, jnp.zeros((3,), jnp.int32)), ValueError, "labels"),
     (lambda: vfe.cross_entropy_with_integer_labels(Z, jnp.zeros((2,), jnp.float32)), TypeError, "labels"),
+    (lambda: vfe.cross_entropy_with_integer_labels(Z, [[0], [1, 2]]), TypeError, "labels"),
+    (lambda: vfe.cross_entropy_with_integer_labels(Z, [True, False]), TypeError, "labels"),
     (lambda: vfe.point_mass_free_energy(Z, jnp.zeros((2, 1), jnp.int32)), ValueError, "theta_hat"),
     (lambda: vfe.gaussian_free_energy(lambda t: -t ** 2, 0.0, 1.0, num_points=0), ValueError, "num_points"),
 ])
@@ -79,6 +81,15 @@ def test_a_distribution_over_no_classes_is_refused_naming_the_argument(name):
     if hasattr(streaming, name):
         with pytest.raises(ValueError, match="has no classes"):
             getattr(streaming, name)(*NO_CLASSES[name])
+
+
+def test_integer_arguments_may_be_python_lists_like_the_floating_ones():
+    """Labels given as a list (or a Python int) are taken as the integer array they spell, as lists of
+    floats are for probabilities (before: "Cannot determine dtype of [1, 0]", naming no argument)."""
+    logits = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+    expected = vfe.cross_entropy_with_integer_labels(jnp.asarray(logits), jnp.array([1, 0]))
+    np.testing.assert_array_equal(vfe.cross_entropy_with_integer_labels(logits, [1, 0]), expected)
+    assert vfe.point_mass_free_energy(jnp.array([0.0, -2.0]), 1) == 2.0
 
 
 def test_checks_run_before_computation_on_huge_inputs():

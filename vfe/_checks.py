@@ -36,10 +36,15 @@ def floating(func: str, name: str, x) -> jax.Array:
 
 
 def integer(func: str, name: str, x) -> jax.Array:
-    """``x`` as a JAX array of an integer dtype; ``TypeError`` naming ``name`` otherwise."""
-    dtype = jnp.result_type(x) if not hasattr(x, "dtype") else x.dtype
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(f"{func}: argument `{name}` must have an integer dtype, got {dtype}")
+    """``x`` (an array, list, tuple or Python int) as a JAX array of an integer dtype; ``TypeError``
+    naming ``name`` otherwise (bools included)."""
+    if not hasattr(x, "dtype"):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{func}: argument `{name}` is not an array: {err}") from None
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"{func}: argument `{name}` must have an integer dtype, got {x.dtype}")
     return jnp.asarray(x)
 
 

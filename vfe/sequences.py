@@ -86,17 +86,6 @@ StepFn = Callable[[Any, Array], tuple[Any, Array]]
 # ----------------------------------------------------------------------------- argument checks
 
 
-def _integer(func: str, name: str, x) -> jax.Array:
-    if not hasattr(x, "dtype"):
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{func}: argument `{name}` is not an array: {err}") from None
-    if x.dtype == np.bool_:
-        raise TypeError(f"{func}: argument `{name}` must have an integer dtype, got bool")
-    return _checks.integer(func, name, x)
-
-
 def _sequence_args(func: str, logits, tokens, where):
     """``(logits, tokens, where)`` checked: logits ``(*batch, L, V)`` floating, tokens
     ``(*batch, L)`` integer, ``where`` None or a bool mask broadcast to the tokens' shape."""
@@ -104,7 +93,7 @@ def _sequence_args(func: str, logits, tokens, where):
     if logits.ndim < 2 or logits.shape[-1] == 0:
         raise ValueError(f"{func}: argument `logits` must have shape (*batch, L, V) with V ≥ 1 "
                          f"(positions, then the vocabulary), got {logits.shape}")
-    tokens = _integer(func, "tokens", tokens)
+    tokens = _checks.integer(func, "tokens", tokens)
     if tokens.shape != logits.shape[:-1]:
         raise ValueError(f"{func}: argument `tokens` must have shape {logits.shape[:-1]} (logits' shape "
                          f"without the vocabulary axis), got {tokens.shape}")
@@ -487,7 +476,7 @@ def sample_autoregressive(key: PRNGKeyArray, step_fn: StepFn, init_state: Any, s
     func = "sample_autoregressive"
     key = _key(func, key)
     length = _positive_int(func, "length", length)
-    token = _integer(func, "start_token", start_token).astype(jnp.int32)
+    token = _checks.integer(func, "start_token", start_token).astype(jnp.int32)
     _step_vocab_size(func, step_fn, init_state, token)
     t = _checks.positive_scale(func, "temperature", temperature, token.shape)
     return _sample_autoregressive(key, step_fn, init_state, token, t, length=length)
@@ -546,7 +535,7 @@ def autoregressive_log_joint(step_fn: StepFn, init_state: Any, start_token, leng
     """
     func = "autoregressive_log_joint"
     length = _positive_int(func, "length", length)
-    token = _integer(func, "start_token", start_token).astype(jnp.int32)
+    token = _checks.integer(func, "start_token", start_token).astype(jnp.int32)
     if token.ndim != 0:
         raise ValueError(f"{func}: argument `start_token` must be a scalar (vmap for several), got shape "
                          f"{token.shape}")
