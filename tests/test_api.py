@@ -48,6 +48,12 @@ HUGE = jax.ShapeDtypeStruct((10**6, 10**5), jnp.float32)  # never materialised
     (lambda: vfe.cross_entropy_with_integer_labels(Z, [True, False]), TypeError, "labels"),
     (lambda: vfe.point_mass_free_energy(Z, jnp.zeros((2, 1), jnp.int32)), ValueError, "theta_hat"),
     (lambda: vfe.gaussian_free_energy(lambda t: -t ** 2, 0.0, 1.0, num_points=0), ValueError, "num_points"),
+    (lambda: vfe.gaussian_free_energy(lambda t: -t ** 2, 0.0, -1.0), ValueError, "std"),
+    (lambda: vfe.gaussian_entropy(-2.0), ValueError, "std"),
+    (lambda: vfe.gaussian_entropy([1.0, -2.0]), ValueError, "std"),
+    (lambda: vfe.tempered_softmax(Z, [0.5, -1.0]), ValueError, "temperature"),
+    (lambda: vfe.helmholtz_free_energy(Z, [float("nan"), 1.0]), ValueError, "temperature"),
+    (lambda: vfe.tempered_softmax(Z, "hot"), TypeError, "temperature"),
 ])
 def test_bad_input_raises_naming_the_argument(call, exc, name):
     with pytest.raises(exc) as err:

@@ -104,13 +104,25 @@ def same_shape(func: str, names: tuple[str, str], a: jax.Array, b: jax.Array) ->
         )
 
 
+def _host(func: str, name: str, value):
+    """A list, tuple or string as a NumPy array (so that its values are checked as NumPy's are);
+    anything else unchanged."""
+    if isinstance(value, (list, tuple, str)):
+        try:
+            return np.asarray(value)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{func}: argument `{name}` is not an array: {err}") from None
+    return value
+
+
 def positive_scale(func: str, name: str, value, batch_shape: tuple[int, ...], *, allow_zero: bool = False
                    ) -> jax.Array:
     """A temperature or inverse temperature as a floating array broadcastable to ``batch_shape``.
 
-    A Python/NumPy number is checked here: it must be ``> 0`` (or ``≥ 0`` with
+    A Python/NumPy number (or a list of them) is checked here: it must be ``> 0`` (or ``≥ 0`` with
     ``allow_zero``) and finite. JAX array values are not inspected (use :mod:`vfe.validate`).
     """
+    value = _host(func, name, value)
     if isinstance(value, (numbers.Real, np.ndarray, np.generic)) and not isinstance(value, (bool, np.bool_)):
         arr = np.asarray(value)
         if not np.issubdtype(arr.dtype, np.number):
@@ -156,8 +168,9 @@ def parameter(func: str, name: str, value, *, positive: bool = False, non_negati
     never inspected: their values may be traced): NaN is rejected whenever a value check is
     asked for; ``positive``: every entry ``> 0``; ``non_negative``: ``≥ 0``; ``finite``: no
     ``±inf``. ``integers``: integer arrays (counts, sizes) are cast to the default float instead
-    of being rejected. A bool is always a ``TypeError``.
+    of being rejected. A bool is always a ``TypeError``. Lists are checked as NumPy arrays.
     """
+    value = _host(func, name, value)
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{func}: argument `{name}` must be a number or a floating array, got a bool")
     if (positive or non_negative or finite) and isinstance(value, (numbers.Real, np.ndarray, np.generic)):

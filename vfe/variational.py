@@ -176,7 +176,7 @@ def gaussian_entropy(std: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
     Tends to ``-inf`` as ``σ → 0``: a Dirac point mass has no density, so ``F(δ)`` is not
     defined for continuous θ and ``F(N(θ̂, σ²)) → +∞`` (claim B5).
     """
-    std = upcast(_checks.floating("gaussian_entropy", "std", std))
+    std = upcast(_checks.parameter("gaussian_entropy", "std", std, non_negative=True))
     return 0.5 * math.log(2 * math.pi * math.e) + jnp.log(std)
 
 
@@ -209,7 +209,7 @@ def gaussian_free_energy(log_joint_fn: Callable[[Array], Array], mean: Float[Arr
     if not isinstance(num_points, int) or num_points < 1:
         raise ValueError(f"gaussian_free_energy: argument `num_points` must be a positive int, got {num_points!r}")
     mean = upcast(_checks.floating("gaussian_free_energy", "mean", mean))
-    std = upcast(_checks.floating("gaussian_free_energy", "std", std))
+    std = upcast(_checks.parameter("gaussian_free_energy", "std", std, non_negative=True))
     nodes, weights = _hermite_rule(num_points)
     theta = mean + std * jnp.asarray(nodes, mean.dtype)
     expected = jnp.sum(jnp.asarray(weights, mean.dtype) * log_joint_fn(theta))
