@@ -174,6 +174,10 @@ def test_schedule_errors_are_clear():
         D.schedule_from_betas(jnp.ones((2, 3)) * 0.1)
     with pytest.raises(TypeError, match="`betas`"):
         D.schedule_from_betas(jnp.arange(3))
+    for bad in ([0.1, 1.0], np.array([0.0, 0.2]), [0.1, float("nan")]):  # host values are checked
+        with pytest.raises(ValueError, match="`betas` must lie in"):
+            D.schedule_from_betas(bad)
+    assert D.schedule_from_betas([0.1, 0.2]).betas.shape == (3,)
 
 
 def test_schedule_from_betas_is_traceable_and_matches_the_named_schedules():

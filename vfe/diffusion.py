@@ -276,15 +276,19 @@ def schedule_from_betas(betas: Float[Array, " T"]) -> NoiseSchedule:
               1 - \bar\alpha_t = -\operatorname{expm1}\sum_{s=1}^t\log(1-\beta_s)
 
     Args:
-      betas: ``β_1..β_T``, shape ``(T,)``, values in ``(0, 1)`` (not inspected).
+      betas: ``β_1..β_T``, shape ``(T,)``, values in ``(0, 1)`` (checked when given as a list or a
+        NumPy array; a JAX array's values are not inspected).
 
     Returns:
       the :class:`NoiseSchedule` (arrays of length ``T + 1``, dtype at least float32).
     """
     func = "schedule_from_betas"
+    host = not isinstance(betas, jax.Array)
     betas = _checks.floating(func, "betas", betas)
     if betas.ndim != 1 or betas.shape[0] < 1:
         raise ValueError(f"{func}: argument `betas` must have shape (T,) with T >= 1, got {betas.shape}")
+    if host and not np.all((np.asarray(betas) > 0) & (np.asarray(betas) < 1)):
+        raise ValueError(f"{func}: argument `betas` must lie in (0, 1), got {np.asarray(betas)}")
     return _from_betas(betas)
 
 
