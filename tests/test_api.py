@@ -73,6 +73,7 @@ NO_CLASSES = {
     "map_estimate": (E,), "mle_estimate": (E,), "point_mass_free_energy": (E, jnp.zeros(2, jnp.int32)),
     "sample_categorical": (jax.random.key(0), E), "sample_tempered": (jax.random.key(0), E, 0.5),
     "gaussian_mixture_log_density": (jnp.zeros(2), E, E, jnp.ones((2, 0))), "moment_match": (E, E, jnp.ones((2, 0))),
+    "token_log_probs": (E, jnp.zeros(2, jnp.int32)),
 }
 
 

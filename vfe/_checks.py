@@ -15,6 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def _numpy(func: str, name: str, x, dtype=None) -> np.ndarray:
+    """``np.asarray(x, dtype)``, or a ``TypeError`` naming ``name`` (a ragged list, a non-number)."""
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{func}: argument `{name}` is not an array: {err}") from None
+
+
 def floating(func: str, name: str, x) -> jax.Array:
     """``x`` as a JAX array of a floating dtype; ``TypeError`` naming ``name`` otherwise."""
     if isinstance(x, (bool, np.bool_)):
@@ -22,10 +30,7 @@ def floating(func: str, name: str, x) -> jax.Array:
     if isinstance(x, numbers.Number) and not isinstance(x, numbers.Real):
         raise TypeError(f"{func}: argument `{name}` must be real, got {type(x).__name__}")
     if not hasattr(x, "dtype"):  # a list, tuple or Python scalar
-        try:
-            x = np.asarray(x, dtype=float) if isinstance(x, numbers.Real) else np.asarray(x)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{func}: argument `{name}` is not an array: {err}") from None
+        x = _numpy(func, name, x, float if isinstance(x, numbers.Real) else None)
     dtype = x.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
@@ -39,10 +44,7 @@ def integer(func: str, name: str, x) -> jax.Array:
     """``x`` (an array, list, tuple or Python int) as a JAX array of an integer dtype; ``TypeError``
     naming ``name`` otherwise (bools included)."""
     if not hasattr(x, "dtype"):
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{func}: argument `{name}` is not an array: {err}") from None
+        x = _numpy(func, name, x)
     if not jnp.issubdtype(x.dtype, jnp.integer):
         raise TypeError(f"{func}: argument `{name}` must have an integer dtype, got {x.dtype}")
     return jnp.asarray(x)
@@ -86,9 +88,10 @@ def axis(func: str, value, ndim: int) -> int:
     return int(value) % ndim
 
 
-def classes(func: str, name: str, x: jax.Array, ax: int) -> int:
-    """``ax``, after a ``ValueError`` if ``x`` has no entries along it: a distribution (over classes,
-    states, hypotheses) needs at least one."""
+def class_axis(func: str, name: str, x: jax.Array, value) -> int:
+    """:func:`axis` of ``x``, after a ``ValueError`` if ``x`` has no entries along it: a distribution
+    (over classes, states, hypotheses) needs at least one."""
+    ax = axis(func, value, x.ndim)
     if x.shape[ax] == 0:
         raise ValueError(f"{func}: argument `{name}` has no classes along axis {ax} (shape {x.shape}); "
                          f"a distribution needs at least one")
@@ -107,12 +110,7 @@ def same_shape(func: str, names: tuple[str, str], a: jax.Array, b: jax.Array) ->
 def _host(func: str, name: str, value):
     """A list, tuple or string as a NumPy array (so that its values are checked as NumPy's are);
     anything else unchanged."""
-    if isinstance(value, (list, tuple, str)):
-        try:
-            return np.asarray(value)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{func}: argument `{name}` is not an array: {err}") from None
-    return value
+    return _numpy(func, name, value) if isinstance(value, (list, tuple, str)) else value
 
 
 def positive_scale(func: str, name: str, value, batch_shape: tuple[int, ...], *, allow_zero: bool = False

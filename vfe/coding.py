@@ -171,7 +171,7 @@ def expected_code_length(probs: Float[Array, "*batch n"], lengths: Float[Array, 
     p = _checks.floating(func, "probs", probs)
     lengths = _lengths(func, lengths)
     _checks.same_shape(func, ("probs", "lengths"), p, lengths)
-    return _expected(p, lengths, axis=_checks.classes(func, "probs", p, _checks.axis(func, axis, p.ndim)))
+    return _expected(p, lengths, axis=_checks.class_axis(func, "probs", p, axis))
 
 
 @_jit_axis

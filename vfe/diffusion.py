@@ -287,8 +287,9 @@ def schedule_from_betas(betas: Float[Array, " T"]) -> NoiseSchedule:
     betas = _checks.floating(func, "betas", betas)
     if betas.ndim != 1 or betas.shape[0] < 1:
         raise ValueError(f"{func}: argument `betas` must have shape (T,) with T >= 1, got {betas.shape}")
-    if host and not np.all((np.asarray(betas) > 0) & (np.asarray(betas) < 1)):
-        raise ValueError(f"{func}: argument `betas` must lie in (0, 1), got {np.asarray(betas)}")
+    values = np.asarray(betas) if host else None
+    if values is not None and not np.all((values > 0) & (values < 1)):
+        raise ValueError(f"{func}: argument `betas` must lie in (0, 1), got {values}")
     return _from_betas(betas)
 
 

@@ -331,7 +331,7 @@ def _mixture_args(func, weights, means, stds, axis):
     stds = _param(func, "stds", stds, positive=True)
     _checks.same_shape(func, ("weights", "means"), weights, means)
     _checks.same_shape(func, ("weights", "stds"), weights, stds)
-    return weights, means, stds, _checks.classes(func, "weights", weights, _checks.axis(func, axis, weights.ndim))
+    return weights, means, stds, _checks.class_axis(func, "weights", weights, axis)
 
 
 def _weighted_rms(weights, devs):

@@ -479,8 +479,8 @@ def _intent_tables(func: str, log_prior, log_emissions):
     _rank(func, "log_emissions", log_emissions, 2, "(K, M): one row log p_θ(x) per intent")
     _same(func, "the number of intents K", {"log_prior": log_prior.shape[-1],
                                             "log_emissions (rows)": log_emissions.shape[-2]})
-    _checks.classes(func, "log_prior", log_prior, log_prior.ndim - 1)  # K ≥ 1 intents
-    _checks.classes(func, "log_emissions", log_emissions, log_emissions.ndim - 1)  # M ≥ 1 messages
+    _checks.class_axis(func, "log_prior", log_prior, -1)  # K ≥ 1 intents
+    _checks.class_axis(func, "log_emissions", log_emissions, -1)  # M ≥ 1 messages
     batch = _batch(func, ("log_prior", "log_emissions"), (log_prior.shape[:-1], log_emissions.shape[:-2]))
     return log_prior, log_emissions, batch
 

@@ -54,14 +54,14 @@ _jit_axis = functools.partial(jax.jit, static_argnames=("axis",))
 
 def _one(func: str, name: str, x, axis: int) -> tuple[jax.Array, int]:
     x = _checks.floating(func, name, x)
-    return x, _checks.classes(func, name, x, _checks.axis(func, axis, x.ndim))
+    return x, _checks.class_axis(func, name, x, axis)
 
 
 def _two(func: str, names: tuple[str, str], a, b, axis: int) -> tuple[jax.Array, jax.Array, int]:
     a = _checks.floating(func, names[0], a)
     b = _checks.floating(func, names[1], b)
     _checks.same_shape(func, names, a, b)
-    return a, b, _checks.classes(func, names[0], a, _checks.axis(func, axis, a.ndim))
+    return a, b, _checks.class_axis(func, names[0], a, axis)
 
 
 # ----------------------------------------------------------------------------- probabilities

@@ -137,7 +137,7 @@ def linear_cross_entropy(hidden: Float[Array, "*batch d"], weight: Float[Array, 
     if h.shape[-1] != w.shape[0]:
         raise ValueError(f"{func}: the last axis of `hidden` ({h.shape[-1]}) must equal the first axis of "
                          f"`weight` ({w.shape[0]})")
-    _checks.classes(func, "weight", w, 1)
+    _checks.class_axis(func, "weight", w, 1)
     if y.shape != h.shape[:-1]:
         raise ValueError(f"{func}: argument `labels` must have shape {h.shape[:-1]} (hidden's shape without "
                          f"its last axis), got {y.shape}")

@@ -97,7 +97,7 @@ def _params(func: str, params, name: str = "params") -> MixtureParams:
         _checks.same_shape(func, (f"{name}.weights", f"{name}.{f}"), arrs[0], a)
     if arrs[0].ndim == 0:
         raise ValueError(f"{func}: argument `{name}` must have the components on a last axis, got scalars")
-    _checks.classes(func, f"{name}.weights", arrs[0], arrs[0].ndim - 1)  # at least one component
+    _checks.class_axis(func, f"{name}.weights", arrs[0], -1)  # at least one component
     return MixtureParams(*arrs)
 
 

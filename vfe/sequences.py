@@ -90,9 +90,10 @@ def _sequence_args(func: str, logits, tokens, where):
     """``(logits, tokens, where)`` checked: logits ``(*batch, L, V)`` floating, tokens
     ``(*batch, L)`` integer, ``where`` None or a bool mask broadcast to the tokens' shape."""
     logits = _checks.floating(func, "logits", logits)
-    if logits.ndim < 2 or logits.shape[-1] == 0:
-        raise ValueError(f"{func}: argument `logits` must have shape (*batch, L, V) with V ≥ 1 "
-                         f"(positions, then the vocabulary), got {logits.shape}")
+    if logits.ndim < 2:
+        raise ValueError(f"{func}: argument `logits` must have shape (*batch, L, V) (positions, then the "
+                         f"vocabulary), got {logits.shape}")
+    _checks.class_axis(func, "logits", logits, -1)
     tokens = _checks.integer(func, "tokens", tokens)
     if tokens.shape != logits.shape[:-1]:
         raise ValueError(f"{func}: argument `tokens` must have shape {logits.shape[:-1]} (logits' shape "
@@ -371,7 +372,7 @@ def sample_tempered(key: PRNGKeyArray, logits: Float[Array, "*batch V"], tempera
     func = "sample_tempered"
     key = _key(func, key)
     logits = _checks.floating(func, "logits", logits)
-    axis = _checks.classes(func, "logits", logits, _checks.axis(func, axis, logits.ndim))
+    axis = _checks.class_axis(func, "logits", logits, axis)
     t = _checks.positive_scale(func, "temperature", temperature, _checks.batch_shape(logits.shape, axis))
     return _sample_tempered(key, logits, t, axis=axis)
 
@@ -411,7 +412,7 @@ def sample_categorical(key: PRNGKeyArray, probs: Float[Array, "*batch V"], *, ax
     func = "sample_categorical"
     key = _key(func, key)
     probs = _checks.floating(func, "probs", probs)
-    axis = _checks.classes(func, "probs", probs, _checks.axis(func, axis, probs.ndim))
+    axis = _checks.class_axis(func, "probs", probs, axis)
     return _sample_categorical(key, probs, axis=axis)
 
 

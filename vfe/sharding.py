@@ -146,7 +146,7 @@ def _logits_args(func, logits, mesh, vocab_axis, batch_axis, implementation, nam
     z = _checks.floating(func, name, logits)
     if z.ndim == 0:
         raise ValueError(f"{func}: the input is a scalar; it needs a class axis (the last)")
-    _checks.classes(func, name, z, z.ndim - 1)
+    _checks.class_axis(func, name, z, -1)
     _st._implementation(func, implementation)
     if implementation == "onepass":
         raise ValueError(f"{func}: implementation='onepass' is not offered for sharded logits")
@@ -697,7 +697,7 @@ def sharded_linear_cross_entropy(hidden: Float[Array, "N d"], weight: Float[Arra
     if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[0] or y.shape != h.shape[:1]:
         raise ValueError(f"{func}: expected hidden (N, d), weight (d, V), labels (N,), got {h.shape}, {w.shape}, "
                          f"{y.shape}")
-    _checks.classes(func, "weight", w, 1)
+    _checks.class_axis(func, "weight", w, 1)
     _checks.one_of(func, "reduction", reduction, _lce.REDUCTIONS)
     counted = _checks.mask(func, where, y.shape, "`labels`")
     _check_mesh(func, mesh, vocab_axis, batch_axis, w.shape[1], h.shape[0])

@@ -460,7 +460,7 @@ def _implementation(func: str, implementation) -> None:
 def _one(func, name, x, axis, implementation):
     x = _checks.floating(func, name, x)
     _implementation(func, implementation)
-    return x, _checks.classes(func, name, x, _checks.axis(func, axis, x.ndim))
+    return x, _checks.class_axis(func, name, x, axis)
 
 
 def _two(func, names, a, b, axis, implementation):
@@ -468,7 +468,7 @@ def _two(func, names, a, b, axis, implementation):
     b = _checks.floating(func, names[1], b)
     _checks.same_shape(func, names, a, b)
     _implementation(func, implementation)
-    return a, b, _checks.classes(func, names[0], a, _checks.axis(func, axis, a.ndim))
+    return a, b, _checks.class_axis(func, names[0], a, axis)
 
 
 def _last(x, axis):

@@ -138,7 +138,7 @@ def _scaled_lse_jvp(kind, primals, tangents):
 
 def _prepare(func, name, x, scale_name, scale, axis, *, allow_zero=False):
     x = _checks.floating(func, name, x)
-    axis = _checks.classes(func, name, x, _checks.axis(func, axis, x.ndim))
+    axis = _checks.class_axis(func, name, x, axis)
     scale = _checks.positive_scale(func, scale_name, scale, _checks.batch_shape(x.shape, axis),
                                    allow_zero=allow_zero)
     return x, scale, axis

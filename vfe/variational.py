@@ -53,7 +53,7 @@ def _pair(func, log_q, log_joint, axis):
     log_q = _checks.floating(func, "log_q", log_q)
     log_joint = _checks.floating(func, "log_joint", log_joint)
     _checks.same_shape(func, ("log_q", "log_joint"), log_q, log_joint)
-    return log_q, log_joint, _checks.classes(func, "log_q", log_q, _checks.axis(func, axis, log_q.ndim))
+    return log_q, log_joint, _checks.class_axis(func, "log_q", log_q, axis)
 
 
 def free_energy(log_q: Float[Array, "*batch n"], log_joint: Float[Array, "*batch n"], *, axis: int = -1
@@ -96,7 +96,7 @@ def log_evidence(log_joint: Float[Array, "*batch n"], *, axis: int = -1) -> Floa
     ``β = 1`` (claim B6), and equals :math:`-\min_q F(q)` (B4).
     """
     log_joint = _checks.floating("log_evidence", "log_joint", log_joint)
-    _checks.classes("log_evidence", "log_joint", log_joint, _checks.axis("log_evidence", axis, log_joint.ndim))
+    _checks.class_axis("log_evidence", "log_joint", log_joint, axis)
     return log_partition(-log_joint, 1.0, axis=axis)
 
 
@@ -107,14 +107,14 @@ def posterior(log_joint: Float[Array, "*batch n"], *, axis: int = -1) -> Float[A
     (``-inf``) get probability 0.
     """
     log_joint = _checks.floating("posterior", "log_joint", log_joint)
-    _checks.classes("posterior", "log_joint", log_joint, _checks.axis("posterior", axis, log_joint.ndim))
+    _checks.class_axis("posterior", "log_joint", log_joint, axis)
     return boltzmann(-log_joint, 1.0, axis=axis)
 
 
 def log_posterior(log_joint: Float[Array, "*batch n"], *, axis: int = -1) -> Float[Array, "*batch n"]:
     r""":math:`\log p(\theta|x) = \log p(x,\theta) - \log p(x)`, ``-inf`` for impossible θ."""
     log_joint = _checks.floating("log_posterior", "log_joint", log_joint)
-    _checks.classes("log_posterior", "log_joint", log_joint, _checks.axis("log_posterior", axis, log_joint.ndim))
+    _checks.class_axis("log_posterior", "log_joint", log_joint, axis)
     return tempered_log_softmax(log_joint, 1.0, axis=axis)
 
 
@@ -132,7 +132,7 @@ def point_mass_free_energy(log_joint: Float[Array, "*batch n"], theta_hat: Int[A
     """
     func = "point_mass_free_energy"
     log_joint = _checks.floating(func, "log_joint", log_joint)
-    axis = _checks.classes(func, "log_joint", log_joint, _checks.axis(func, axis, log_joint.ndim))
+    axis = _checks.class_axis(func, "log_joint", log_joint, axis)
     theta_hat = _checks.integer(func, "theta_hat", theta_hat)
     expected = _checks.batch_shape(log_joint.shape, axis)
     if theta_hat.shape != expected:
@@ -152,8 +152,7 @@ def map_estimate(log_joint: Float[Array, "*batch n"], *, axis: int = -1) -> Int[
     Ties resolve to the smallest index.
     """
     log_joint = _checks.floating("map_estimate", "log_joint", log_joint)
-    return jnp.argmax(log_joint, axis=_checks.classes("map_estimate", "log_joint", log_joint,
-                                                      _checks.axis("map_estimate", axis, log_joint.ndim)))
+    return jnp.argmax(log_joint, axis=_checks.class_axis("map_estimate", "log_joint", log_joint, axis))
 
 
 def mle_estimate(log_likelihood: Float[Array, "*batch n"], *, axis: int = -1) -> Int[Array, "*batch"]:
@@ -163,8 +162,7 @@ def mle_estimate(log_likelihood: Float[Array, "*batch n"], *, axis: int = -1) ->
     general (claim B5). Ties resolve to the smallest index.
     """
     log_likelihood = _checks.floating("mle_estimate", "log_likelihood", log_likelihood)
-    return jnp.argmax(log_likelihood, axis=_checks.classes("mle_estimate", "log_likelihood", log_likelihood,
-                                                           _checks.axis("mle_estimate", axis, log_likelihood.ndim)))
+    return jnp.argmax(log_likelihood, axis=_checks.class_axis("mle_estimate", "log_likelihood", log_likelihood, axis))
 
 
 # ----------------------------------------------------------------------------- continuous θ
