@@ -71,6 +71,16 @@ PUBLIC = {
     "kl_direct": functools.partial(ST.kl_divergence_from_logits, formula="direct"),
     "log_partition": ST.log_partition, "helmholtz": ST.helmholtz_free_energy,
 }
+
+
+def public_args(z, labels, p, other, scale, energies=None):
+    """Each PUBLIC function's arguments: logits ``z`` (and ``labels``, target probabilities ``p``, the
+    KL's second logits ``other``); log Z and F take ``energies`` (default ``z``) and ``scale``."""
+    e = z if energies is None else energies
+    return {"logsumexp": (z,), "nll": (z, labels), "entropy": (z,), "soft_ce": (p, z), "kl": (z, other),
+            "kl_direct": (z, other), "log_partition": (e, scale), "helmholtz": (e, scale)}
+
+
 REFERENCE = {
     "logsumexp": lambda z: jax.nn.logsumexp(z, axis=-1), "nll": vfe.cross_entropy_with_integer_labels,
     "entropy": vfe.entropy_from_logits, "soft_ce": vfe.cross_entropy_from_logits,
@@ -503,8 +513,7 @@ def test_low_precision_accumulates_in_float32_and_beats_the_naive_formula(name, 
     p = rng.dirichlet(np.ones(n), rows).astype(low)
     y = rng.integers(0, n, rows).astype(np.int32)
     scale = np.full(rows, 0.7, np.float32)  # a temperature / β (vfe's checks take float32 scales)
-    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (p, z), "kl": (z, b), "kl_direct": (z, b),
-            "log_partition": (z, scale), "helmholtz": (z, scale)}[name]
+    args = public_args(z, y, p, b, scale)[name]
     got = PUBLIC[name](*args)
     assert got.dtype == jnp.float32
     up = [np.asarray(a, np.float64) if jnp.issubdtype(np.asarray(a).dtype, jnp.floating) else a for a in args]
@@ -530,8 +539,7 @@ def test_float16_rows_are_reduced_in_chunks_to_the_same_values(name, monkeypatch
     p[0, 1, :3] = 0
     y = rng.integers(3, 16, (2, 4)).astype(np.int32)
     scale = np.array([[0.5, 1.0, 2.0, 0.0 if name == "log_partition" else 3.0]] * 2, np.float32)
-    args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (p, z), "kl": (z, other),
-            "kl_direct": (z, other), "log_partition": (-z, scale), "helmholtz": (-z, scale)}[name]
+    args = public_args(z, y, p, other, scale, energies=-z)[name]
     rows = Rows("blocked", 4)
     f = functools.partial(KERNELS[name], rows)
     diff = tuple(i for i in DIFF[name] if np.asarray(args[i - 1]).dtype == np.float16)
@@ -668,8 +676,7 @@ def test_no_rows(n):
     """A batch of zero rows gives empty values and gradients, whatever the row view (32000: columns;
     40000: blocks and columns)."""
     z = jnp.zeros((0, n))
-    args = {"logsumexp": (z,), "nll": (z, jnp.zeros(0, jnp.int32)), "entropy": (z,), "soft_ce": (z, z),
-            "kl": (z, z), "kl_direct": (z, z), "log_partition": (z, jnp.ones(0)), "helmholtz": (z, jnp.ones(0))}
+    args = public_args(z, jnp.zeros(0, jnp.int32), z, z, jnp.ones(0))
     for name, f in PUBLIC.items():
         assert f(*args[name]).shape == (0,), name
         assert jax.grad(lambda z, *rest: f(z, *rest).sum())(*args[name]).shape == (0, n), name
@@ -690,8 +697,7 @@ def test_large_vocabularies_through_the_public_api():
     p[0, :7] = 0
     y = np.array([9, n - 1], np.int32)
     t = np.array([0.5, 2.0], np.float32)
-    for name, args in {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (p, z), "kl": (z, b),
-                       "kl_direct": (z, b), "log_partition": (-z, t), "helmholtz": (-z, t)}.items():
+    for name, args in public_args(z, y, p, b, t, energies=-z).items():
         got = np.asarray(PUBLIC[name](*args), np.float64)
         truth = np.asarray(REFERENCE[name](*[np.asarray(a, np.float64) if a.dtype.kind == "f" else a for a in args]))
         naive = np.asarray(REFERENCE[name](*args) if name != "logsumexp" else _naive(name, args), np.float64)
@@ -719,8 +725,7 @@ def test_blocked_reductions_materialise_no_vocabulary_sized_temporary(name, dtyp
         z = jax.ShapeDtypeStruct((n, v), dtype)
         y = jax.ShapeDtypeStruct((n,), jnp.int32)
         t = jax.ShapeDtypeStruct((n,), dtype)
-        args = {"logsumexp": (z,), "nll": (z, y), "entropy": (z,), "soft_ce": (z, z), "kl": (z, z),
-                "kl_direct": (z, z), "log_partition": (z, t), "helmholtz": (z, t)}[name]
+        args = public_args(z, y, z, z, t)[name]
         f = PUBLIC[name]
         grad = jax.grad(lambda *a: jnp.sum(f(*a)).astype(jnp.float32))
         for program in (f, grad):
